@@ -1,0 +1,1 @@
+"""Producer, consumer and scenario runner clients of the market."""

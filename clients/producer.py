@@ -1,0 +1,86 @@
+"""Producer program: publishes a scenario producer's products until stopped."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from marketplace.v1 import marketplace_pb2 as pb
+
+from . import common
+from .retry import RetryPolicy, call, move_all, new_request_id
+
+log = logging.getLogger(__name__)
+
+
+def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None:
+    """Register producer `name`, then publish its list over and over until `stop`."""
+    spec = scenario.producer(name)
+    policy = RetryPolicy(
+        refusal_wait=spec.republish_wait_time * time_scale, deadline=retry_deadline
+    )
+    response = call(
+        stub.RegisterProducer,
+        pb.RegisterProducerRequest(request_id=new_request_id(), name=name),
+        policy,
+        stop,
+        what=f"register producer {name}",
+    )
+    producer_id = response.producer_id
+    log.info("producer %s registered, shelf capacity %d", name, response.capacity)
+
+    if not any(quantity for _, quantity, _ in spec.products):
+        log.info("producer %s has nothing to publish; idling until stopped", name)
+        stop.wait()
+        return
+
+    def publish_one(product_id: str) -> int:
+        request = pb.PublishRequest(
+            request_id=new_request_id(),
+            producer_id=producer_id,
+            product=scenario.products[product_id],
+            quantity=1,
+        )
+        what = f"producer {name} publish {product_id}"
+        return call(stub.Publish, request, policy, stop, what=what).published
+
+    while not stop.is_set():
+        for product_id, quantity, wait in spec.products:
+            for _ in range(quantity):
+                move_all(
+                    lambda remaining: publish_one(product_id),
+                    1,
+                    policy,
+                    stop,
+                    what=f"producer {name} publish {product_id}",
+                )
+                if stop.wait(wait * time_scale):
+                    return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.build_parser(
+        "marketplace-producer",
+        "Run producers of a scenario: publish their products one item at a "
+        "time, over and over, until SIGINT or SIGTERM.",
+    )
+    args = common.parse(parser, argv)
+    scenario = common.load_scenario(args.scenario)
+    common.check_names(scenario, args.name, "producer")
+
+    stop = threading.Event()
+    common.install_stop_handlers(stop)
+    channel, stub = common.connect(args.server, args.connect_timeout)
+    with channel:
+        return common.run_clients(
+            args.name,
+            lambda name: run_producer(
+                stub, scenario, name, args.time_scale, args.retry_deadline, stop
+            ),
+            stop,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

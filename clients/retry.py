@@ -1,0 +1,130 @@
+"""Retry policy and the one retry loop shared by the producer and the consumer."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Codes after which a call may not have been applied, or was rejected only for
+# now; retrying with the same request id is safe.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class Stopped(Exception):
+    """The client was asked to stop while it waited or retried."""
+
+
+class GaveUp(Exception):
+    """Transport failures lasted longer than the retry deadline."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a client waits after refusals and retries transport failures.
+
+    All times are in seconds.
+    """
+
+    # Wait after a refused publish or add, before trying the same item again.
+    refusal_wait: float
+    # First back-off after a transport failure; it grows by `multiplier` up to
+    # `max_backoff`, and each sleep is a random fraction of it (full jitter).
+    initial_backoff: float = 0.05
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+    # Time after the first failure of a call at which the client gives up.
+    deadline: float = 60.0
+    # Deadline of each single attempt.
+    call_timeout: float = 10.0
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def call(
+    method: Callable[..., T],
+    request,
+    policy: RetryPolicy,
+    stop: threading.Event,
+    *,
+    what: str,
+) -> T:
+    """Make a unary call, retrying transport failures with back-off.
+
+    The request is sent unchanged on every attempt, so a request id in it
+    lets the server apply the call once. Raises Stopped when `stop` is set,
+    GaveUp after `policy.deadline` seconds of failures, and grpc.RpcError for
+    a status that retrying cannot fix.
+    """
+    backoff = policy.initial_backoff
+    first_failure = None
+    while True:
+        if stop.is_set():
+            raise Stopped(what)
+        try:
+            return method(request, timeout=policy.call_timeout, wait_for_ready=True)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code not in RETRYABLE_CODES:
+                raise
+            now = time.monotonic()
+            if first_failure is None:
+                first_failure = now
+            if now - first_failure > policy.deadline:
+                raise GaveUp(
+                    f"{what} failed for {policy.deadline:.0f} s, last with "
+                    f"{code.name}: {error.details()}"
+                ) from error
+            sleep = random.uniform(0, backoff)
+            log.debug(
+                "%s failed with %s; retrying in %.3f s", what, code.name, sleep
+            )
+            if stop.wait(sleep):
+                raise Stopped(what) from error
+            backoff = min(backoff * policy.multiplier, policy.max_backoff)
+
+
+def move_all(
+    attempt: Callable[[int], int],
+    quantity: int,
+    policy: RetryPolicy,
+    stop: threading.Event,
+    *,
+    what: str,
+) -> None:
+    """Call `attempt(remaining)` until it has moved `quantity` items in all.
+
+    `attempt` returns how many items it moved; after an attempt that moved
+    fewer than requested, wait `policy.refusal_wait` before the next one.
+    """
+    remaining = quantity
+    while remaining > 0:
+        moved = attempt(remaining)
+        remaining -= moved
+        if remaining > 0:
+            log.debug(
+                "%s: %d still to move; waiting %.3f s",
+                what,
+                remaining,
+                policy.refusal_wait,
+            )
+            if stop.wait(policy.refusal_wait):
+                raise Stopped(what)

@@ -1,0 +1,314 @@
+"""Scenario runner: a server plus producer and consumer processes, output on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+
+from . import common
+
+EXIT_INTERRUPTED = 130
+# Above this many clients, `--clients-per-process auto` groups them so that
+# the run starts about this many client processes.
+AUTO_PROCESS_LIMIT = 32
+
+
+@dataclass
+class Child:
+    role: str
+    names: list[str]
+    process: subprocess.Popen
+    pump: threading.Thread | None = None
+
+
+@dataclass
+class Output:
+    """Copies consumer stdout to ours, line by line, and counts the lines."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    lines: int = 0
+
+    def pump(self, stream) -> None:
+        for line in stream:
+            with self.lock:
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+                self.lines += 1
+        stream.close()
+
+
+def bundled_example() -> str:
+    return str(resources.files("marketplace_clients") / "examples" / "example.json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketplace-simulate",
+        description="Run a whole scenario: a market server on a free loopback "
+        "port (unless --server is given), every producer and consumer as OS "
+        "processes, and print each item bought on stdout. A summary goes to "
+        "stderr.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        help="scenario JSON file (default: a small bundled example)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="factor applied to every wait of the scenario",
+    )
+    parser.add_argument(
+        "--server",
+        help="HOST:PORT of a running market server to use instead of starting "
+        "one; its shelf capacity then applies, not the scenario's",
+    )
+    parser.add_argument(
+        "--clients-per-process",
+        default="auto",
+        help="clients run as threads of one process; 'auto' runs one process "
+        f"per client up to {AUTO_PROCESS_LIMIT} clients of a role and groups "
+        "them beyond",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="seconds after which the run is stopped and fails; 0 waits for ever",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the server to start and accept connections",
+    )
+    parser.add_argument(
+        "--server-log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the server this runner starts",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the client processes",
+    )
+    return parser
+
+
+def group(names: list[str], per_process: str) -> list[list[str]]:
+    """Split client names into the groups that share a process."""
+    if not names:
+        return []
+    if per_process == "auto":
+        size = math.ceil(len(names) / AUTO_PROCESS_LIMIT)
+    else:
+        size = int(per_process)
+    return [names[start : start + size] for start in range(0, len(names), size)]
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace, scenario_path: str, scenario) -> None:
+        self.args = args
+        self.scenario_path = scenario_path
+        self.scenario = scenario
+        self.server: subprocess.Popen | None = None
+        self.producers: list[Child] = []
+        self.consumers: list[Child] = []
+        self.output = Output()
+        self.interrupted = threading.Event()
+        self.env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+
+    def start_server(self, workdir: str) -> str:
+        port_file = os.path.join(workdir, "port")
+        command = [
+            sys.executable,
+            "-m",
+            "marketplace_server.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            port_file,
+            "--queue-size",
+            str(self.scenario.queue_size),
+            "--log-level",
+            self.args.server_log_level,
+        ]
+        self.server = subprocess.Popen(command, env=self.env)
+        deadline = time.monotonic() + self.args.connect_timeout
+        while not os.path.exists(port_file):
+            if self.server.poll() is not None:
+                raise RuntimeError(
+                    f"the market server exited with status {self.server.returncode} "
+                    "before serving; see its log above"
+                )
+            if time.monotonic() > deadline or self.interrupted.wait(0.02):
+                raise RuntimeError(
+                    f"the market server did not start within "
+                    f"{self.args.connect_timeout:g} s"
+                )
+        with open(port_file, encoding="ascii") as file:
+            return f"127.0.0.1:{int(file.read())}"
+
+    def start_clients(self, role: str, names: list[str], address: str) -> list[Child]:
+        children = []
+        for names_in_process in group(names, self.args.clients_per_process):
+            command = [
+                sys.executable,
+                "-m",
+                f"marketplace_clients.{role}",
+                "--server",
+                address,
+                "--scenario",
+                self.scenario_path,
+                "--time-scale",
+                repr(self.args.time_scale),
+                "--connect-timeout",
+                repr(self.args.connect_timeout),
+                "--log-level",
+                self.args.log_level,
+            ]
+            for name in names_in_process:
+                command += ["--name", name]
+            stdout = subprocess.PIPE if role == "consumer" else subprocess.DEVNULL
+            process = subprocess.Popen(command, stdout=stdout, env=self.env)
+            child = Child(role, names_in_process, process)
+            if role == "consumer":
+                child.pump = threading.Thread(
+                    target=self.output.pump, args=(process.stdout,), daemon=True
+                )
+                child.pump.start()
+            children.append(child)
+        return children
+
+    def wait_for_consumers(self) -> list[str]:
+        """Wait until every consumer exits; return a failure per failed client."""
+        failures = []
+        deadline = None
+        if self.args.timeout > 0:
+            deadline = time.monotonic() + self.args.timeout
+        pending = list(self.consumers)
+        while pending:
+            for child in list(pending):
+                if child.process.poll() is not None:
+                    pending.remove(child)
+                    if child.process.returncode != 0:
+                        failures.append(
+                            f"consumer {', '.join(child.names)} exited with "
+                            f"status {child.process.returncode}"
+                        )
+            for child in self.producers:
+                code = child.process.poll()
+                if code is not None and code != 0:
+                    failures.append(
+                        f"producer {', '.join(child.names)} exited with status {code}"
+                    )
+                    return failures
+            if pending and deadline is not None and time.monotonic() > deadline:
+                names = [name for child in pending for name in child.names]
+                failures.append(
+                    f"timed out after {self.args.timeout:g} s waiting for "
+                    f"consumers {', '.join(names)}"
+                )
+                return failures
+            if self.interrupted.wait(0.05):
+                failures.append("interrupted")
+                return failures
+        for child in self.consumers:
+            if child.pump is not None:
+                child.pump.join()
+        return failures
+
+    def stop_all(self) -> None:
+        """Stop every process this run started, by its pid: SIGTERM, then SIGKILL."""
+        children = [child.process for child in self.producers + self.consumers]
+        for process in children:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        _reap(children, timeout=10.0)
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            _reap([self.server], timeout=15.0)
+
+
+def _reap(processes: list[subprocess.Popen], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.clients_per_process != "auto" and not (
+        args.clients_per_process.isdigit() and int(args.clients_per_process) >= 1
+    ):
+        parser.error(
+            f"--clients-per-process {args.clients_per_process!r} is invalid; "
+            "give 'auto' or a whole number >= 1"
+        )
+    if not (args.time_scale >= 0 and math.isfinite(args.time_scale)):
+        parser.error(f"--time-scale {args.time_scale} is invalid; give a number >= 0")
+
+    scenario_path = os.path.abspath(args.scenario or bundled_example())
+    scenario = common.load_scenario(scenario_path)
+
+    run = Run(args, scenario_path, scenario)
+
+    def request_stop(signum, frame):
+        run.interrupted.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    started = time.monotonic()
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="marketplace-simulate-") as workdir:
+        try:
+            address = args.server or run.start_server(workdir)
+            run.producers = run.start_clients(
+                "producer", [spec.name for spec in scenario.producers], address
+            )
+            run.consumers = run.start_clients(
+                "consumer", [spec.name for spec in scenario.consumers], address
+            )
+            failures = run.wait_for_consumers()
+        except (RuntimeError, OSError) as error:
+            failures.append(str(error))
+        finally:
+            run.stop_all()
+
+    elapsed = time.monotonic() - started
+    print(
+        f"simulate: {len(scenario.consumers)} consumers, {run.output.lines} items "
+        f"bought, {elapsed:.2f} s elapsed",
+        file=sys.stderr,
+    )
+    for failure in failures:
+        print(f"simulate: failed: {failure}", file=sys.stderr)
+    if run.interrupted.is_set():
+        return EXIT_INTERRUPTED
+    return common.EXIT_FAILED if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A market of bounded producer shelves and consumer carts, served over gRPC."""

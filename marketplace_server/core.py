@@ -1,0 +1,435 @@
+"""The market's state and rules, with no transport: shelves, carts and orders.
+
+Every operation costs time independent of the number of products, shelves and
+carts, except `snapshot`, which copies the whole market.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+MAX_QUANTITY = 1_000_000
+MAX_NAME_LENGTH = 128
+MAX_PRODUCT_NAME_LENGTH = 256
+MAX_KIND_LENGTH = 64
+MAX_ATTRIBUTE_KEY_LENGTH = 64
+MAX_STRING_VALUE_LENGTH = 1024
+MAX_ATTRIBUTES = 64
+MAX_PRICE_UNITS = 10**15
+NANOS_PER_UNIT = 1_000_000_000
+
+
+class MarketError(Exception):
+    """Base of the errors the market raises for a request it cannot apply."""
+
+
+class InvalidArgument(MarketError):
+    """A request field is malformed; the message names the field and value."""
+
+
+class NotFound(MarketError):
+    """A producer, cart or product id is not known to the market."""
+
+
+class FailedPrecondition(MarketError):
+    """The request is well formed but the market's state forbids it."""
+
+
+AttributeValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Money:
+    """A non-negative amount: whole units plus billionths of a unit."""
+
+    units: int
+    nanos: int = 0
+    currency_code: str = ""
+
+    def __mul__(self, count: int) -> Money:
+        total = (self.units * NANOS_PER_UNIT + self.nanos) * count
+        units, nanos = divmod(total, NANOS_PER_UNIT)
+        return Money(units, nanos, self.currency_code)
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product: kind, name, price and typed attributes in display order."""
+
+    product_id: str
+    kind: str
+    name: str
+    price: Money
+    attributes: tuple[tuple[str, AttributeValue], ...] = ()
+
+
+@dataclass
+class PublishResult:
+    published: int
+    shelf_size: int
+
+
+@dataclass
+class RemoveResult:
+    removed: int
+    missing: int
+
+
+@dataclass
+class Order:
+    cart_label: str
+    consumer: str
+    lines: list[tuple[Product, int]]
+    total: Money
+
+
+@dataclass
+class ShelfState:
+    producer: str
+    capacity: int
+    size: int
+    items: dict[str, int]
+
+
+@dataclass
+class CartState:
+    cart_label: str
+    consumer: str
+    items: dict[str, int]
+
+
+@dataclass
+class MarketState:
+    shelves: list[ShelfState]
+    carts: list[CartState]
+    orders: int
+    items_ordered: int
+    items_published: int
+
+
+@dataclass
+class _Shelf:
+    producer: str
+    size: int = 0
+    # Items per product id; a product with no item has no key.
+    items: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Cart:
+    label: str
+    consumer: str
+    size: int = 0
+    # Items per product id, then per origin shelf (producer id). Empty
+    # entries are deleted, so every count is at least 1.
+    items: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _check_name(value: str, field_name: str, max_length: int) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{field_name} is empty; give a non-empty string")
+    if len(value) > max_length:
+        raise InvalidArgument(
+            f"{field_name} is {len(value)} characters long; "
+            f"the maximum is {max_length}"
+        )
+
+
+def _check_quantity(quantity: int, field_name: str = "quantity") -> None:
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise InvalidArgument(f"{field_name} {quantity!r} is not an integer")
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise InvalidArgument(
+            f"{field_name} {quantity} is out of range; give 1 to {MAX_QUANTITY}"
+        )
+
+
+def check_product(product: Product) -> None:
+    """Raise InvalidArgument unless every field of `product` is well formed."""
+    _check_name(product.product_id, "product.product_id", MAX_NAME_LENGTH)
+    _check_name(product.kind, "product.kind", MAX_KIND_LENGTH)
+    _check_name(product.name, "product.name", MAX_PRODUCT_NAME_LENGTH)
+
+    price = product.price
+    if not 0 <= price.units <= MAX_PRICE_UNITS:
+        raise InvalidArgument(
+            f"product.price.units {price.units} is out of range; "
+            f"give 0 to {MAX_PRICE_UNITS}"
+        )
+    if not 0 <= price.nanos < NANOS_PER_UNIT:
+        raise InvalidArgument(
+            f"product.price.nanos {price.nanos} is out of range; "
+            f"give 0 to {NANOS_PER_UNIT - 1}"
+        )
+    if price.currency_code and not (
+        len(price.currency_code) == 3 and price.currency_code.isascii()
+        and price.currency_code.isalpha() and price.currency_code.isupper()
+    ):
+        raise InvalidArgument(
+            f"product.price.currency_code {price.currency_code!r} is not a "
+            "three-letter ISO 4217 code such as 'EUR'; give one or leave it empty"
+        )
+
+    if len(product.attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgument(
+            f"product.attributes has {len(product.attributes)} entries; "
+            f"the maximum is {MAX_ATTRIBUTES}"
+        )
+    seen: set[str] = set()
+    for index, (key, value) in enumerate(product.attributes):
+        where = f"product.attributes[{index}]"
+        _check_name(key, f"{where}.key", MAX_ATTRIBUTE_KEY_LENGTH)
+        if key in seen or key in ("name", "price"):
+            raise InvalidArgument(
+                f"{where}.key {key!r} is repeated or reserved; "
+                "give each attribute a distinct key other than name and price"
+            )
+        seen.add(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"{where} value {value!r} is not a finite number")
+        if isinstance(value, str) and len(value) > MAX_STRING_VALUE_LENGTH:
+            raise InvalidArgument(
+                f"{where} value is {len(value)} characters long; "
+                f"the maximum is {MAX_STRING_VALUE_LENGTH}"
+            )
+
+
+class Market:
+    """A market of bounded shelves, carts and orders, safe to share by threads.
+
+    Producer and cart ids are 128-bit random secrets; names and cart labels
+    are public.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise InvalidArgument(f"capacity {capacity!r} is not an integer")
+        if not 1 <= capacity <= MAX_QUANTITY:
+            raise InvalidArgument(
+                f"capacity {capacity} is out of range; give 1 to {MAX_QUANTITY}"
+            )
+        self.capacity = capacity
+
+        # Held whenever any state below is read or changed, and never across
+        # I/O or logging. It keeps one invariant for every product: items
+        # published = items on shelves + items in open carts + items ordered.
+        self._lock = threading.Lock()
+        self._products: dict[str, Product] = {}
+        self._shelves: dict[str, _Shelf] = {}
+        # For each product id, the shelves (producer ids) holding at least one
+        # item of it, in the order they got it, so that an add finds a shelf
+        # without scanning. Mirrors _Shelf.items exactly.
+        self._holders: dict[str, dict[str, None]] = {}
+        self._carts: dict[str, _Cart] = {}
+        # Labels of ordered carts, so that a late call on one gets
+        # FailedPrecondition rather than NotFound.
+        self._ordered: dict[str, str] = {}
+        self._cart_numbers = itertools.count(1)
+        self._orders = 0
+        self._items_ordered = 0
+        self._items_published = 0
+
+    def register_producer(self, name: str) -> str:
+        """Create an empty shelf for producer `name` and return its secret id."""
+        _check_name(name, "name", MAX_NAME_LENGTH)
+        producer_id = secrets.token_hex(16)
+        with self._lock:
+            self._shelves[producer_id] = _Shelf(producer=name)
+        return producer_id
+
+    def producer_name(self, producer_id: str) -> str:
+        """Return the public name of a producer, for logs."""
+        with self._lock:
+            return self._shelf(producer_id).producer
+
+    def publish(self, producer_id: str, product: Product, quantity: int) -> PublishResult:
+        """Put up to `quantity` items of `product` on the producer's shelf.
+
+        Publishes only while the shelf is below capacity. A product id seen
+        for the first time defines the product; a later publish must carry
+        equal data, or InvalidArgument is raised.
+        """
+        _check_quantity(quantity)
+        check_product(product)
+        with self._lock:
+            shelf = self._shelf(producer_id)
+            known = self._products.get(product.product_id)
+            if known is None:
+                self._products[product.product_id] = product
+            elif known != product:
+                raise InvalidArgument(
+                    f"product.product_id {product.product_id!r} is already "
+                    "defined with other data; publish it with the same kind, "
+                    "name, price and attributes, or use a new id"
+                )
+
+            published = max(0, min(quantity, self.capacity - shelf.size))
+            if published:
+                shelf.size += published
+                count = shelf.items.get(product.product_id, 0)
+                shelf.items[product.product_id] = count + published
+                if count == 0:
+                    self._holders.setdefault(product.product_id, {})[producer_id] = None
+                self._items_published += published
+            return PublishResult(published=published, shelf_size=shelf.size)
+
+    def create_cart(self, consumer: str) -> tuple[str, str]:
+        """Open an empty cart for `consumer`; return its secret id and label."""
+        _check_name(consumer, "consumer", MAX_NAME_LENGTH)
+        cart_id = secrets.token_hex(16)
+        with self._lock:
+            label = f"{consumer}/cart-{next(self._cart_numbers)}"
+            self._carts[cart_id] = _Cart(label=label, consumer=consumer)
+        return cart_id, label
+
+    def cart_label(self, cart_id: str) -> str:
+        """Return the public label of an open or ordered cart, for logs."""
+        with self._lock:
+            label = self._ordered.get(cart_id)
+            return label if label is not None else self._cart(cart_id).label
+
+    def add_to_cart(self, cart_id: str, product_id: str, quantity: int) -> int:
+        """Move up to `quantity` items from any shelves into the cart.
+
+        Returns the number moved, 0 when no shelf holds the product. A product
+        id never published is not an error, because a producer may publish it
+        later.
+        """
+        _check_quantity(quantity)
+        _check_name(product_id, "product_id", MAX_NAME_LENGTH)
+        with self._lock:
+            cart = self._cart(cart_id)
+            holders = self._holders.get(product_id)
+            added = 0
+            while holders and added < quantity:
+                producer_id = next(iter(holders))
+                shelf = self._shelves[producer_id]
+                on_shelf = shelf.items[product_id]
+                taken = min(on_shelf, quantity - added)
+                if taken == on_shelf:
+                    del shelf.items[product_id]
+                    del holders[producer_id]
+                else:
+                    shelf.items[product_id] = on_shelf - taken
+                shelf.size -= taken
+                origins = cart.items.setdefault(product_id, {})
+                origins[producer_id] = origins.get(producer_id, 0) + taken
+                added += taken
+            if holders is not None and not holders:
+                del self._holders[product_id]
+            cart.size += added
+            return added
+
+    def remove_from_cart(self, cart_id: str, product_id: str, quantity: int) -> RemoveResult:
+        """Move up to `quantity` items out of the cart, each to its origin shelf.
+
+        A returned item goes back even when its shelf is full. Items the cart
+        does not hold are reported as missing.
+        """
+        _check_quantity(quantity)
+        _check_name(product_id, "product_id", MAX_NAME_LENGTH)
+        with self._lock:
+            cart = self._cart(cart_id)
+            origins = cart.items.get(product_id)
+            removed = 0
+            while origins and removed < quantity:
+                producer_id, in_cart = next(reversed(origins.items()))
+                moved = min(in_cart, quantity - removed)
+                if moved == in_cart:
+                    del origins[producer_id]
+                else:
+                    origins[producer_id] = in_cart - moved
+                shelf = self._shelves[producer_id]
+                count = shelf.items.get(product_id, 0)
+                shelf.items[product_id] = count + moved
+                if count == 0:
+                    self._holders.setdefault(product_id, {})[producer_id] = None
+                shelf.size += moved
+                removed += moved
+            if origins is not None and not origins:
+                del cart.items[product_id]
+            cart.size -= removed
+            return RemoveResult(removed=removed, missing=quantity - removed)
+
+    def place_order(self, cart_id: str) -> Order:
+        """Close the cart and return its items as an order."""
+        with self._lock:
+            cart = self._cart(cart_id)
+            del self._carts[cart_id]
+            self._ordered[cart_id] = cart.label
+            lines = []
+            total = Money(0)
+            for product_id, origins in cart.items.items():
+                product = self._products[product_id]
+                count = sum(origins.values())
+                lines.append((product, count))
+                total = _add_money(total, product.price * count)
+            self._orders += 1
+            self._items_ordered += cart.size
+        return Order(cart.label, cart.consumer, lines, total)
+
+    def snapshot(self) -> MarketState:
+        """Return a copy of the whole market, taken at one instant."""
+        with self._lock:
+            shelves = [
+                ShelfState(s.producer, self.capacity, s.size, dict(s.items))
+                for s in self._shelves.values()
+            ]
+            carts = [
+                CartState(
+                    c.label,
+                    c.consumer,
+                    {pid: sum(o.values()) for pid, o in c.items.items()},
+                )
+                for c in self._carts.values()
+            ]
+            return MarketState(
+                shelves,
+                carts,
+                self._orders,
+                self._items_ordered,
+                self._items_published,
+            )
+
+    # The helpers below run with self._lock held.
+
+    def _shelf(self, producer_id: str) -> _Shelf:
+        shelf = self._shelves.get(producer_id)
+        if shelf is None:
+            raise NotFound(
+                "producer_id is not registered in this market; "
+                "call RegisterProducer and use the id it returns"
+            )
+        return shelf
+
+    def _cart(self, cart_id: str) -> _Cart:
+        cart = self._carts.get(cart_id)
+        if cart is not None:
+            return cart
+        label = self._ordered.get(cart_id)
+        if label is not None:
+            raise FailedPrecondition(
+                f"cart {label} was already ordered; create a new cart"
+            )
+        raise NotFound(
+            "cart_id is not an open cart of this market; "
+            "call CreateCart and use the id it returns"
+        )
+
+
+def _add_money(left: Money, right: Money) -> Money:
+    if left.units == 0 and left.nanos == 0:
+        return right
+    if left.currency_code != right.currency_code:
+        # NOTE: a cart mixing currencies has no single total; the total keeps
+        # the first currency and adds the amounts as they are.
+        pass
+    units, nanos = divmod(
+        (left.units + right.units) * NANOS_PER_UNIT + left.nanos + right.nanos,
+        NANOS_PER_UNIT,
+    )
+    return Money(units, nanos, left.currency_code)

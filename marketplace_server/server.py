@@ -1,0 +1,203 @@
+"""Command-line entry point that serves a market over gRPC until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
+
+from . import core
+from .servicer import MarketServicer
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketplace-server",
+        description="Serve a market of bounded producer shelves over gRPC. "
+        "Runs in the foreground; SIGINT or SIGTERM stops it gracefully.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 or :: serves other machines",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=50051,
+        help="TCP port to listen on; 0 picks a free port (see --port-file)",
+    )
+    parser.add_argument(
+        "--port-file",
+        help="write the bound port number to this file once serving",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=15,
+        help="capacity of every producer's shelf, in items",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="threads that run calls; more calls than this wait in a queue",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds that in-flight calls get to finish when stopping",
+    )
+    parser.add_argument(
+        "--log-file",
+        help="also write logs to this file, rotated by size (default: stderr only)",
+    )
+    parser.add_argument(
+        "--log-max-bytes",
+        type=int,
+        default=10 * 1024 * 1024,
+        help="size in bytes at which --log-file is rotated",
+    )
+    parser.add_argument(
+        "--log-backups",
+        type=int,
+        default=5,
+        help="number of rotated --log-file copies to keep",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="lowest level to log; DEBUG adds every refused publish and add",
+    )
+    return parser
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if args.log_file:
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                args.log_file,
+                maxBytes=args.log_max_bytes,
+                backupCount=args.log_backups,
+                encoding="utf-8",
+            )
+        )
+    formatter = logging.Formatter(LOG_FORMAT)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=args.log_level, handlers=handlers, force=True)
+
+
+def format_address(host: str, port: int) -> str:
+    """Return HOST:PORT, with an IPv6 host in brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def create_server(
+    market: core.Market, host: str, port: int, workers: int
+) -> tuple[grpc.Server, int]:
+    """Build and start a server for `market`; return it and its bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="market-call"
+        ),
+    )
+    pb_grpc.add_MarketServiceServicer_to_server(MarketServicer(market), server)
+    bound = server.add_insecure_port(format_address(host, port))
+    if bound == 0:
+        raise OSError(f"cannot listen on {format_address(host, port)}")
+    server.start()
+    return server, bound
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port} is out of range; give 0 to 65535")
+    if not 1 <= args.queue_size <= core.MAX_QUANTITY:
+        parser.error(
+            f"--queue-size {args.queue_size} is out of range; "
+            f"give 1 to {core.MAX_QUANTITY}"
+        )
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers} is below 1; give 1 or more")
+    if args.grace < 0:
+        parser.error(f"--grace {args.grace} is negative; give 0 or more seconds")
+    if args.log_max_bytes < 0 or args.log_backups < 0:
+        parser.error("--log-max-bytes and --log-backups must be 0 or more")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    configure_logging(args)
+
+    stop_requested = threading.Event()
+    received: list[int] = []
+
+    def request_stop(signum, frame):
+        # Only record the signal: logging here could deadlock on the lock
+        # of a handler that the interrupted thread holds.
+        received.append(signum)
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    market = core.Market(args.queue_size)
+    try:
+        server, port = create_server(market, args.host, args.port, args.workers)
+    except (OSError, RuntimeError) as error:
+        log.error("cannot start: %s", error)
+        return 1
+
+    if args.port_file:
+        temporary = f"{args.port_file}.tmp{os.getpid()}"
+        with open(temporary, "w", encoding="ascii") as file:
+            file.write(f"{port}\n")
+        os.replace(temporary, args.port_file)
+
+    log.info(
+        "serving on %s, shelf capacity %d, %d workers",
+        format_address(args.host, port),
+        args.queue_size,
+        args.workers,
+    )
+    stop_requested.wait()
+    log.info(
+        "received %s, stopping: no new calls, %.1f s for calls in flight",
+        signal.Signals(received[0]).name,
+        args.grace,
+    )
+    server.stop(args.grace).wait()
+    state = market.snapshot()
+    log.info(
+        "stopped: %d orders, %d items ordered, %d items published",
+        state.orders,
+        state.items_ordered,
+        state.items_published,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
