@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n marketplace/v1/marketplace.proto\x12\x0emarketplace.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"{\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x05 \x01(\x08H\x00\x42\x07\n\x05value\"\x8e\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12$\n\x05price\x18\x04 \x01(\x0b\x32\x15.marketplace.v1.Money\x12-\n\nattributes\x18\x05 \x03(\x0b\x32\x19.marketplace.v1.Attribute\"4\n\x0cProductCount\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\";\n\x17RegisterProducerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"A\n\x18RegisterProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\"u\n\x0ePublishRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\t\x12(\n\x07product\x18\x03 \x01(\x0b\x32\x17.marketplace.v1.Product\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"8\n\x0fPublishResponse\x12\x11\n\tpublished\x18\x01 \x01(\x03\x12\x12\n\nshelf_size\x18\x02 \x01(\x03\"9\n\x11\x43reateCartRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\"9\n\x12\x43reateCartResponse\x12\x0f\n\x07\x63\x61rt_id\x18\x01 \x01(\t\x12\x12\n\ncart_label\x18\x02 \x01(\t\"]\n\x10\x41\x64\x64ToCartRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"\"\n\x11\x41\x64\x64ToCartResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x03\"b\n\x15RemoveFromCartRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\":\n\x16RemoveFromCartResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12\x0f\n\x07missing\x18\x02 \x01(\x03\"8\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\"G\n\tOrderLine\x12(\n\x07product\x18\x01 \x01(\x0b\x32\x17.marketplace.v1.Product\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"d\n\x12PlaceOrderResponse\x12(\n\x05lines\x18\x01 \x03(\x0b\x32\x19.marketplace.v1.OrderLine\x12$\n\x05total\x18\x02 \x01(\x0b\x32\x15.marketplace.v1.Money\"\x17\n\x15GetMarketStateRequest\"f\n\x05Shelf\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x1c.marketplace.v1.ProductCount\"Y\n\x04\x43\x61rt\x12\x12\n\ncart_label\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x1c.marketplace.v1.ProductCount\"\xa5\x01\n\x16GetMarketStateResponse\x12&\n\x07shelves\x18\x01 \x03(\x0b\x32\x15.marketplace.v1.Shelf\x12#\n\x05\x63\x61rts\x18\x02 \x03(\x0b\x32\x14.marketplace.v1.Cart\x12\x0e\n\x06orders\x18\x03 \x01(\x03\x12\x15\n\ritems_ordered\x18\x04 \x01(\x03\x12\x17\n\x0fitems_published\x18\x05 \x01(\x03\x32\x80\x05\n\rMarketService\x12\x65\n\x10RegisterProducer\x12\'.marketplace.v1.RegisterProducerRequest\x1a(.marketplace.v1.RegisterProducerResponse\x12J\n\x07Publish\x12\x1e.marketplace.v1.PublishRequest\x1a\x1f.marketplace.v1.PublishResponse\x12S\n\nCreateCart\x12!.marketplace.v1.CreateCartRequest\x1a\".marketplace.v1.CreateCartResponse\x12P\n\tAddToCart\x12 .marketplace.v1.AddToCartRequest\x1a!.marketplace.v1.AddToCartResponse\x12_\n\x0eRemoveFromCart\x12%.marketplace.v1.RemoveFromCartRequest\x1a&.marketplace.v1.RemoveFromCartResponse\x12S\n\nPlaceOrder\x12!.marketplace.v1.PlaceOrderRequest\x1a\".marketplace.v1.PlaceOrderResponse\x12_\n\x0eGetMarketState\x12%.marketplace.v1.GetMarketStateRequest\x1a&.marketplace.v1.GetMarketStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n marketplace/v1/marketplace.proto\x12\x0emarketplace.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"{\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x05 \x01(\x08H\x00\x42\x07\n\x05value\"\x8e\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12$\n\x05price\x18\x04 \x01(\x0b\x32\x15.marketplace.v1.Money\x12-\n\nattributes\x18\x05 \x03(\x0b\x32\x19.marketplace.v1.Attribute\"4\n\x0cProductCount\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\";\n\x17RegisterProducerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"A\n\x18RegisterProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\"u\n\x0ePublishRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\t\x12(\n\x07product\x18\x03 \x01(\x0b\x32\x17.marketplace.v1.Product\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"8\n\x0fPublishResponse\x12\x11\n\tpublished\x18\x01 \x01(\x03\x12\x12\n\nshelf_size\x18\x02 \x01(\x03\"9\n\x11\x43reateCartRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\"K\n\x12\x43reateCartResponse\x12\x0f\n\x07\x63\x61rt_id\x18\x01 \x01(\t\x12\x12\n\ncart_label\x18\x02 \x01(\t\x12\x10\n\x08lease_ms\x18\x03 \x01(\x03\"]\n\x10\x41\x64\x64ToCartRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"\"\n\x11\x41\x64\x64ToCartResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x03\"b\n\x15RemoveFromCartRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\":\n\x16RemoveFromCartResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12\x0f\n\x07missing\x18\x02 \x01(\x03\"8\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\"G\n\tOrderLine\x12(\n\x07product\x18\x01 \x01(\x0b\x32\x17.marketplace.v1.Product\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"d\n\x12PlaceOrderResponse\x12(\n\x05lines\x18\x01 \x03(\x0b\x32\x19.marketplace.v1.OrderLine\x12$\n\x05total\x18\x02 \x01(\x0b\x32\x15.marketplace.v1.Money\"\x17\n\x15GetMarketStateRequest\"f\n\x05Shelf\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x1c.marketplace.v1.ProductCount\"Y\n\x04\x43\x61rt\x12\x12\n\ncart_label\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x1c.marketplace.v1.ProductCount\"\xbc\x01\n\x16GetMarketStateResponse\x12&\n\x07shelves\x18\x01 \x03(\x0b\x32\x15.marketplace.v1.Shelf\x12#\n\x05\x63\x61rts\x18\x02 \x03(\x0b\x32\x14.marketplace.v1.Cart\x12\x0e\n\x06orders\x18\x03 \x01(\x03\x12\x15\n\ritems_ordered\x18\x04 \x01(\x03\x12\x17\n\x0fitems_published\x18\x05 \x01(\x03\x12\x15\n\rcarts_expired\x18\x06 \x01(\x03\x32\x80\x05\n\rMarketService\x12\x65\n\x10RegisterProducer\x12\'.marketplace.v1.RegisterProducerRequest\x1a(.marketplace.v1.RegisterProducerResponse\x12J\n\x07Publish\x12\x1e.marketplace.v1.PublishRequest\x1a\x1f.marketplace.v1.PublishResponse\x12S\n\nCreateCart\x12!.marketplace.v1.CreateCartRequest\x1a\".marketplace.v1.CreateCartResponse\x12P\n\tAddToCart\x12 .marketplace.v1.AddToCartRequest\x1a!.marketplace.v1.AddToCartResponse\x12_\n\x0eRemoveFromCart\x12%.marketplace.v1.RemoveFromCartRequest\x1a&.marketplace.v1.RemoveFromCartResponse\x12S\n\nPlaceOrder\x12!.marketplace.v1.PlaceOrderRequest\x1a\".marketplace.v1.PlaceOrderResponse\x12_\n\x0eGetMarketState\x12%.marketplace.v1.GetMarketStateRequest\x1a&.marketplace.v1.GetMarketStateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,29 +50,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECARTREQUEST']._serialized_start=743
   _globals['_CREATECARTREQUEST']._serialized_end=800
   _globals['_CREATECARTRESPONSE']._serialized_start=802
-  _globals['_CREATECARTRESPONSE']._serialized_end=859
-  _globals['_ADDTOCARTREQUEST']._serialized_start=861
-  _globals['_ADDTOCARTREQUEST']._serialized_end=954
-  _globals['_ADDTOCARTRESPONSE']._serialized_start=956
-  _globals['_ADDTOCARTRESPONSE']._serialized_end=990
-  _globals['_REMOVEFROMCARTREQUEST']._serialized_start=992
-  _globals['_REMOVEFROMCARTREQUEST']._serialized_end=1090
-  _globals['_REMOVEFROMCARTRESPONSE']._serialized_start=1092
-  _globals['_REMOVEFROMCARTRESPONSE']._serialized_end=1150
-  _globals['_PLACEORDERREQUEST']._serialized_start=1152
-  _globals['_PLACEORDERREQUEST']._serialized_end=1208
-  _globals['_ORDERLINE']._serialized_start=1210
-  _globals['_ORDERLINE']._serialized_end=1281
-  _globals['_PLACEORDERRESPONSE']._serialized_start=1283
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1383
-  _globals['_GETMARKETSTATEREQUEST']._serialized_start=1385
-  _globals['_GETMARKETSTATEREQUEST']._serialized_end=1408
-  _globals['_SHELF']._serialized_start=1410
-  _globals['_SHELF']._serialized_end=1512
-  _globals['_CART']._serialized_start=1514
-  _globals['_CART']._serialized_end=1603
-  _globals['_GETMARKETSTATERESPONSE']._serialized_start=1606
-  _globals['_GETMARKETSTATERESPONSE']._serialized_end=1771
-  _globals['_MARKETSERVICE']._serialized_start=1774
-  _globals['_MARKETSERVICE']._serialized_end=2414
+  _globals['_CREATECARTRESPONSE']._serialized_end=877
+  _globals['_ADDTOCARTREQUEST']._serialized_start=879
+  _globals['_ADDTOCARTREQUEST']._serialized_end=972
+  _globals['_ADDTOCARTRESPONSE']._serialized_start=974
+  _globals['_ADDTOCARTRESPONSE']._serialized_end=1008
+  _globals['_REMOVEFROMCARTREQUEST']._serialized_start=1010
+  _globals['_REMOVEFROMCARTREQUEST']._serialized_end=1108
+  _globals['_REMOVEFROMCARTRESPONSE']._serialized_start=1110
+  _globals['_REMOVEFROMCARTRESPONSE']._serialized_end=1168
+  _globals['_PLACEORDERREQUEST']._serialized_start=1170
+  _globals['_PLACEORDERREQUEST']._serialized_end=1226
+  _globals['_ORDERLINE']._serialized_start=1228
+  _globals['_ORDERLINE']._serialized_end=1299
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1301
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1401
+  _globals['_GETMARKETSTATEREQUEST']._serialized_start=1403
+  _globals['_GETMARKETSTATEREQUEST']._serialized_end=1426
+  _globals['_SHELF']._serialized_start=1428
+  _globals['_SHELF']._serialized_end=1530
+  _globals['_CART']._serialized_start=1532
+  _globals['_CART']._serialized_end=1621
+  _globals['_GETMARKETSTATERESPONSE']._serialized_start=1624
+  _globals['_GETMARKETSTATERESPONSE']._serialized_end=1812
+  _globals['_MARKETSERVICE']._serialized_start=1815
+  _globals['_MARKETSERVICE']._serialized_end=2455
 # @@protoc_insertion_point(module_scope)

@@ -97,12 +97,14 @@ class CreateCartRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., consumer: _Optional[str] = ...) -> None: ...
 
 class CreateCartResponse(_message.Message):
-    __slots__ = ("cart_id", "cart_label")
+    __slots__ = ("cart_id", "cart_label", "lease_ms")
     CART_ID_FIELD_NUMBER: _ClassVar[int]
     CART_LABEL_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     cart_id: str
     cart_label: str
-    def __init__(self, cart_id: _Optional[str] = ..., cart_label: _Optional[str] = ...) -> None: ...
+    lease_ms: int
+    def __init__(self, cart_id: _Optional[str] = ..., cart_label: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class AddToCartRequest(_message.Message):
     __slots__ = ("request_id", "cart_id", "product_id", "quantity")
@@ -193,15 +195,17 @@ class Cart(_message.Message):
     def __init__(self, cart_label: _Optional[str] = ..., consumer: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ProductCount, _Mapping]]] = ...) -> None: ...
 
 class GetMarketStateResponse(_message.Message):
-    __slots__ = ("shelves", "carts", "orders", "items_ordered", "items_published")
+    __slots__ = ("shelves", "carts", "orders", "items_ordered", "items_published", "carts_expired")
     SHELVES_FIELD_NUMBER: _ClassVar[int]
     CARTS_FIELD_NUMBER: _ClassVar[int]
     ORDERS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_ORDERED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    CARTS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     shelves: _containers.RepeatedCompositeFieldContainer[Shelf]
     carts: _containers.RepeatedCompositeFieldContainer[Cart]
     orders: int
     items_ordered: int
     items_published: int
-    def __init__(self, shelves: _Optional[_Iterable[_Union[Shelf, _Mapping]]] = ..., carts: _Optional[_Iterable[_Union[Cart, _Mapping]]] = ..., orders: _Optional[int] = ..., items_ordered: _Optional[int] = ..., items_published: _Optional[int] = ...) -> None: ...
+    carts_expired: int
+    def __init__(self, shelves: _Optional[_Iterable[_Union[Shelf, _Mapping]]] = ..., carts: _Optional[_Iterable[_Union[Cart, _Mapping]]] = ..., orders: _Optional[int] = ..., items_ordered: _Optional[int] = ..., items_published: _Optional[int] = ..., carts_expired: _Optional[int] = ...) -> None: ...

@@ -32,13 +32,18 @@ class MarketServiceStub:
     - INVALID_ARGUMENT: a field is empty, too long, negative, not finite or
     otherwise malformed. The message names the field and the value. Do not
     retry: fix the request.
-    - NOT_FOUND: the producer, cart or product id is not known to this market.
-    Do not retry with the same id.
+    - NOT_FOUND: the producer or cart id is not known to this market. Do not
+    retry with the same id.
     - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls.
     Retry with exponential back-off.
     - UNAVAILABLE, DEADLINE_EXCEEDED: the call may or may not have been
     applied. Retry with back-off and the same request_id, so the server
     applies the call at most once.
+
+    Carts are leased: a cart that sees no call for the lease time (see
+    CreateCartResponse.lease_ms) expires, its items go back to the shelves they
+    came from, and later calls on it fail with FAILED_PRECONDITION saying that
+    it expired.
     """
 
     def __init__(self, channel):
@@ -91,13 +96,18 @@ class MarketServiceServicer:
     - INVALID_ARGUMENT: a field is empty, too long, negative, not finite or
     otherwise malformed. The message names the field and the value. Do not
     retry: fix the request.
-    - NOT_FOUND: the producer, cart or product id is not known to this market.
-    Do not retry with the same id.
+    - NOT_FOUND: the producer or cart id is not known to this market. Do not
+    retry with the same id.
     - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls.
     Retry with exponential back-off.
     - UNAVAILABLE, DEADLINE_EXCEEDED: the call may or may not have been
     applied. Retry with back-off and the same request_id, so the server
     applies the call at most once.
+
+    Carts are leased: a cart that sees no call for the lease time (see
+    CreateCartResponse.lease_ms) expires, its items go back to the shelves they
+    came from, and later calls on it fail with FAILED_PRECONDITION saying that
+    it expired.
     """
 
     def RegisterProducer(self, request, context):
@@ -136,9 +146,11 @@ class MarketServiceServicer:
         """Moves up to `quantity` items of a product from any shelves that hold it
         into the cart. A missing product is not an error: the response says how
         many items were added (possibly 0), and the consumer should wait and add
-        the rest later. Errors: INVALID_ARGUMENT for a malformed request;
-        NOT_FOUND for an unknown cart id; FAILED_PRECONDITION for a cart that was
-        already ordered. Safe to retry with the same request_id.
+        the rest later. A product id that no producer has published yet is
+        missing in the same way, because a producer may publish it later.
+        Errors: INVALID_ARGUMENT for a malformed request; NOT_FOUND for an
+        unknown cart id; FAILED_PRECONDITION for a cart that was already ordered
+        or has expired. Safe to retry with the same request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,8 +172,9 @@ class MarketServiceServicer:
         """Places the order for a cart: closes the cart and returns its items.
         Placing an empty cart is allowed and returns no items. Errors:
         INVALID_ARGUMENT for a malformed request; NOT_FOUND for an unknown cart
-        id; FAILED_PRECONDITION for a cart that was already ordered (a retry
-        with the same request_id returns the recorded order instead).
+        id; FAILED_PRECONDITION for a cart that was already ordered or has
+        expired (a retry with the same request_id returns the recorded order
+        instead).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -228,13 +241,18 @@ class MarketService:
     - INVALID_ARGUMENT: a field is empty, too long, negative, not finite or
     otherwise malformed. The message names the field and the value. Do not
     retry: fix the request.
-    - NOT_FOUND: the producer, cart or product id is not known to this market.
-    Do not retry with the same id.
+    - NOT_FOUND: the producer or cart id is not known to this market. Do not
+    retry with the same id.
     - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls.
     Retry with exponential back-off.
     - UNAVAILABLE, DEADLINE_EXCEEDED: the call may or may not have been
     applied. Retry with back-off and the same request_id, so the server
     applies the call at most once.
+
+    Carts are leased: a cart that sees no call for the lease time (see
+    CreateCartResponse.lease_ms) expires, its items go back to the shelves they
+    came from, and later calls on it fail with FAILED_PRECONDITION saying that
+    it expired.
     """
 
     @staticmethod
