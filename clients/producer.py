@@ -6,12 +6,18 @@ import logging
 import sys
 import threading
 
+import grpc
+
 from marketplace.v1 import marketplace_pb2 as pb
 
 from . import common
 from .retry import RetryPolicy, call, move_all, new_request_id
 
 log = logging.getLogger(__name__)
+
+# Registrations in a row, with no successful publish between them, after
+# which the producer fails.
+MAX_REREGISTRATIONS = 10
 
 
 def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None:
@@ -20,15 +26,19 @@ def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None
     policy = RetryPolicy(
         refusal_wait=spec.republish_wait_time * time_scale, deadline=retry_deadline
     )
-    response = call(
-        stub.RegisterProducer,
-        pb.RegisterProducerRequest(request_id=new_request_id(), name=name),
-        policy,
-        stop,
-        what=f"register producer {name}",
-    )
-    producer_id = response.producer_id
-    log.info("producer %s registered, shelf capacity %d", name, response.capacity)
+    def register() -> str:
+        response = call(
+            stub.RegisterProducer,
+            pb.RegisterProducerRequest(request_id=new_request_id(), name=name),
+            policy,
+            stop,
+            what=f"register producer {name}",
+        )
+        log.info("producer %s registered, shelf capacity %d", name, response.capacity)
+        return response.producer_id
+
+    producer_id = register()
+    reregistrations = 0
 
     if not any(quantity for _, quantity, _ in spec.products):
         log.info("producer %s has nothing to publish; idling until stopped", name)
@@ -36,6 +46,7 @@ def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None
         return
 
     def publish_one(product_id: str) -> int:
+        nonlocal producer_id, reregistrations
         request = pb.PublishRequest(
             request_id=new_request_id(),
             producer_id=producer_id,
@@ -43,7 +54,26 @@ def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None
             quantity=1,
         )
         what = f"producer {name} publish {product_id}"
-        return call(stub.Publish, request, policy, stop, what=what).published
+        try:
+            published = call(stub.Publish, request, policy, stop, what=what).published
+        except grpc.RpcError as error:
+            # The server forgets producers when it restarts without its data.
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            if reregistrations >= MAX_REREGISTRATIONS:
+                raise
+            reregistrations += 1
+            log.warning(
+                "producer %s is unknown to the server, which may have "
+                "restarted; registering again (%d of %d)",
+                name,
+                reregistrations,
+                MAX_REREGISTRATIONS,
+            )
+            producer_id = register()
+            return 0
+        reregistrations = 0
+        return published
 
     while not stop.is_set():
         for product_id, quantity, wait in spec.products:

@@ -9,6 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 from marketplace.v1 import marketplace_pb2 as pb
+# The market's default limits: a scenario that breaks one fails validation
+# with status 2 here, not with INVALID_ARGUMENT from the server mid-run.
+# NOTE: a server started with other limits can still reject a valid scenario.
+from marketplace_server import core
 
 EXIT_INVALID_SCENARIO = 2
 
@@ -53,7 +57,7 @@ class Scenario:
         for spec in self.producers:
             if spec.name == name:
                 return spec
-        names = ", ".join(spec.name for spec in self.producers) or "none"
+        names = ", ".join(repr(spec.name) for spec in self.producers) or "none"
         raise ScenarioError(
             self.file, "$.producers", f"no producer named {name!r}; it has: {names}"
         )
@@ -62,7 +66,7 @@ class Scenario:
         for spec in self.consumers:
             if spec.name == name:
                 return spec
-        names = ", ".join(spec.name for spec in self.consumers) or "none"
+        names = ", ".join(repr(spec.name) for spec in self.consumers) or "none"
         raise ScenarioError(
             self.file, "$.consumers", f"no consumer named {name!r}; it has: {names}"
         )
@@ -107,6 +111,12 @@ def load(file: str) -> Scenario:
             "$",
             f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}",
         ) from None
+    except RecursionError:
+        raise ScenarioError(file, "$", "JSON is nested too deeply to parse") from None
+    except ValueError as error:
+        # For example an integer of more than 4300 digits, the default limit
+        # of Python 3.11 and later.
+        raise ScenarioError(file, "$", f"invalid JSON value: {error}") from None
     return _Validator(file).scenario(data)
 
 
@@ -132,16 +142,28 @@ class _Validator:
             self.fail(path, f"missing key {key!r}")
         return mapping[key]
 
-    def name(self, value: Any, path: str) -> str:
+    def name(self, value: Any, path: str, max_length: int = core.MAX_NAME_LENGTH) -> str:
         if not isinstance(value, str) or not value.strip():
             self.fail(path, f"expected a non-empty string, found {_describe(value)}")
+        self.length(value, path, max_length)
         return value
+
+    def length(self, value: str, path: str, max_length: int) -> None:
+        if len(value) > max_length:
+            self.fail(
+                path,
+                f"string is {len(value)} characters long; the maximum is {max_length}",
+            )
 
     def count(self, value: Any, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(path, f"expected a whole number of items, found {_describe(value)}")
         if value < 0:
             self.fail(path, f"quantity {value} is negative; give 0 or more")
+        if value > core.MAX_QUANTITY:
+            self.fail(
+                path, f"quantity {value} is too big; give at most {core.MAX_QUANTITY}"
+            )
         return value
 
     def seconds(self, value: Any, path: str) -> float:
@@ -199,17 +221,35 @@ class _Validator:
             path = "$.products" + _key_path(product_id)
             if not product_id:
                 self.fail(path, "empty product id; give every product a non-empty id")
+            self.length(product_id, path, core.MAX_NAME_LENGTH)
             raw = self.object(raw, path)
-            kind = self.name(self.key(raw, "product_type", path), f"{path}.product_type")
+            kind = self.name(
+                self.key(raw, "product_type", path),
+                f"{path}.product_type",
+                core.MAX_KIND_LENGTH,
+            )
             name = self.key(raw, "name", path)
-            if not isinstance(name, str):
-                self.fail(f"{path}.name", f"expected a string, found {_describe(name)}")
+            if not isinstance(name, str) or not name:
+                self.fail(
+                    f"{path}.name", f"expected a non-empty string, found {_describe(name)}"
+                )
+            self.length(name, f"{path}.name", core.MAX_PRODUCT_NAME_LENGTH)
             price = self.price(self.key(raw, "price", path), f"{path}.price")
             product = pb.Product(product_id=product_id, kind=kind, name=name, price=price)
             for key, attribute in raw.items():
                 if key in ("product_type", "name", "price"):
                     continue
-                self.attribute(product.attributes.add(key=key), attribute, f"{path}.{key}")
+                key_path = path + _key_path(key)
+                if not key:
+                    self.fail(key_path, "empty attribute name; give it a non-empty name")
+                self.length(key, key_path, core.MAX_ATTRIBUTE_KEY_LENGTH)
+                self.attribute(product.attributes.add(key=key), attribute, key_path)
+            if len(product.attributes) > core.MAX_ATTRIBUTES:
+                self.fail(
+                    path,
+                    f"product has {len(product.attributes)} attributes; the maximum is "
+                    f"{core.MAX_ATTRIBUTES}",
+                )
             products[product_id] = product
         return products
 
@@ -222,6 +262,10 @@ class _Validator:
         # not as Python's repr 9.0, because the market stores exact amounts.
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         units = int(amount)
+        if units > core.MAX_PRICE_UNITS:
+            self.fail(
+                path, f"price {value} is too big; the maximum is {core.MAX_PRICE_UNITS}"
+            )
         nanos = int((amount - units) * 1_000_000_000)
         if (amount - units) * 1_000_000_000 != nanos:
             self.fail(path, f"price {value} has more than 9 decimal places")
@@ -239,6 +283,7 @@ class _Validator:
                 self.fail(path, f"number {value} is not finite")
             message.float_value = value
         elif isinstance(value, str):
+            self.length(value, path, core.MAX_STRING_VALUE_LENGTH)
             message.string_value = value
         else:
             self.fail(

@@ -10,7 +10,10 @@ import itertools
 import math
 import secrets
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 MAX_QUANTITY = 1_000_000
 MAX_NAME_LENGTH = 128
@@ -21,6 +24,10 @@ MAX_STRING_VALUE_LENGTH = 1024
 MAX_ATTRIBUTES = 64
 MAX_PRICE_UNITS = 10**15
 NANOS_PER_UNIT = 1_000_000_000
+DEFAULT_LEASE_SECONDS = 60.0
+# Ordered and expired carts remembered so that a late call on one gets a
+# clear FailedPrecondition; older ones get NotFound.
+REMEMBERED_CLOSED_CARTS = 100_000
 
 
 class MarketError(Exception):
@@ -39,7 +46,25 @@ class FailedPrecondition(MarketError):
     """The request is well formed but the market's state forbids it."""
 
 
+class CartOrdered(FailedPrecondition):
+    """The cart was already ordered."""
+
+
+class CartExpired(FailedPrecondition):
+    """The cart's lease ran out and its items went back to their shelves."""
+
+
 AttributeValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest values a request may carry; bigger ones are InvalidArgument."""
+
+    max_quantity: int = MAX_QUANTITY
+    max_name_length: int = MAX_NAME_LENGTH
+    max_attributes: int = MAX_ATTRIBUTES
+    max_string_value_length: int = MAX_STRING_VALUE_LENGTH
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,7 @@ class MarketState:
     orders: int
     items_ordered: int
     items_published: int
+    carts_expired: int = 0
 
 
 @dataclass
@@ -123,6 +149,7 @@ class _Shelf:
 class _Cart:
     label: str
     consumer: str
+    expires_at: float
     size: int = 0
     # Items per product id, then per origin shelf (producer id). Empty
     # entries are deleted, so every count is at least 1.
@@ -139,18 +166,18 @@ def _check_name(value: str, field_name: str, max_length: int) -> None:
         )
 
 
-def _check_quantity(quantity: int, field_name: str = "quantity") -> None:
+def _check_quantity(quantity: int, limits: Limits) -> None:
     if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise InvalidArgument(f"{field_name} {quantity!r} is not an integer")
-    if not 1 <= quantity <= MAX_QUANTITY:
+        raise InvalidArgument(f"quantity {quantity!r} is not an integer")
+    if not 1 <= quantity <= limits.max_quantity:
         raise InvalidArgument(
-            f"{field_name} {quantity} is out of range; give 1 to {MAX_QUANTITY}"
+            f"quantity {quantity} is out of range; give 1 to {limits.max_quantity}"
         )
 
 
-def check_product(product: Product) -> None:
+def check_product(product: Product, limits: Limits = Limits()) -> None:
     """Raise InvalidArgument unless every field of `product` is well formed."""
-    _check_name(product.product_id, "product.product_id", MAX_NAME_LENGTH)
+    _check_name(product.product_id, "product.product_id", limits.max_name_length)
     _check_name(product.kind, "product.kind", MAX_KIND_LENGTH)
     _check_name(product.name, "product.name", MAX_PRODUCT_NAME_LENGTH)
 
@@ -174,10 +201,10 @@ def check_product(product: Product) -> None:
             "three-letter ISO 4217 code such as 'EUR'; give one or leave it empty"
         )
 
-    if len(product.attributes) > MAX_ATTRIBUTES:
+    if len(product.attributes) > limits.max_attributes:
         raise InvalidArgument(
             f"product.attributes has {len(product.attributes)} entries; "
-            f"the maximum is {MAX_ATTRIBUTES}"
+            f"the maximum is {limits.max_attributes}"
         )
     seen: set[str] = set()
     for index, (key, value) in enumerate(product.attributes):
@@ -191,10 +218,10 @@ def check_product(product: Product) -> None:
         seen.add(key)
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidArgument(f"{where} value {value!r} is not a finite number")
-        if isinstance(value, str) and len(value) > MAX_STRING_VALUE_LENGTH:
+        if isinstance(value, str) and len(value) > limits.max_string_value_length:
             raise InvalidArgument(
                 f"{where} value is {len(value)} characters long; "
-                f"the maximum is {MAX_STRING_VALUE_LENGTH}"
+                f"the maximum is {limits.max_string_value_length}"
             )
 
 
@@ -202,17 +229,32 @@ class Market:
     """A market of bounded shelves, carts and orders, safe to share by threads.
 
     Producer and cart ids are 128-bit random secrets; names and cart labels
-    are public.
+    are public. A cart expires `lease_seconds` after the last call on it, as
+    measured by `clock`, and its items go back to their shelves.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        limits: Limits = Limits(),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise InvalidArgument(f"capacity {capacity!r} is not an integer")
         if not 1 <= capacity <= MAX_QUANTITY:
             raise InvalidArgument(
                 f"capacity {capacity} is out of range; give 1 to {MAX_QUANTITY}"
             )
+        if not (lease_seconds > 0 and math.isfinite(lease_seconds)):
+            raise InvalidArgument(
+                f"lease_seconds {lease_seconds!r} is invalid; give a number above 0"
+            )
         self.capacity = capacity
+        self.limits = limits
+        self.lease_seconds = lease_seconds
+        self._clock = clock
 
         # Held whenever any state below is read or changed, and never across
         # I/O or logging. It keeps one invariant for every product: items
@@ -224,18 +266,24 @@ class Market:
         # item of it, in the order they got it, so that an add finds a shelf
         # without scanning. Mirrors _Shelf.items exactly.
         self._holders: dict[str, dict[str, None]] = {}
+        # Open carts in creation order.
         self._carts: dict[str, _Cart] = {}
-        # Labels of ordered carts, so that a late call on one gets
-        # FailedPrecondition rather than NotFound.
-        self._ordered: dict[str, str] = {}
+        # The ids of open carts, least recently used first. Every lease has
+        # the same length, so this is also the order in which they expire,
+        # and expiry looks only at the carts that are due.
+        self._leases: OrderedDict[str, None] = OrderedDict()
+        # Why each recently closed cart is closed ("ordered" or "expired"),
+        # with its label, oldest first, at most REMEMBERED_CLOSED_CARTS.
+        self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._cart_numbers = itertools.count(1)
+        self._carts_expired = 0
         self._orders = 0
         self._items_ordered = 0
         self._items_published = 0
 
     def register_producer(self, name: str) -> str:
         """Create an empty shelf for producer `name` and return its secret id."""
-        _check_name(name, "name", MAX_NAME_LENGTH)
+        _check_name(name, "name", self.limits.max_name_length)
         producer_id = secrets.token_hex(16)
         with self._lock:
             self._shelves[producer_id] = _Shelf(producer=name)
@@ -253,14 +301,14 @@ class Market:
         for the first time defines the product; a later publish must carry
         equal data, or InvalidArgument is raised.
         """
-        _check_quantity(quantity)
-        check_product(product)
+        _check_quantity(quantity, self.limits)
+        check_product(product, self.limits)
         with self._lock:
             shelf = self._shelf(producer_id)
             known = self._products.get(product.product_id)
             if known is None:
                 self._products[product.product_id] = product
-            elif known != product:
+            elif _typed(known) != _typed(product):
                 raise InvalidArgument(
                     f"product.product_id {product.product_id!r} is already "
                     "defined with other data; publish it with the same kind, "
@@ -279,18 +327,41 @@ class Market:
 
     def create_cart(self, consumer: str) -> tuple[str, str]:
         """Open an empty cart for `consumer`; return its secret id and label."""
-        _check_name(consumer, "consumer", MAX_NAME_LENGTH)
+        _check_name(consumer, "consumer", self.limits.max_name_length)
         cart_id = secrets.token_hex(16)
         with self._lock:
             label = f"{consumer}/cart-{next(self._cart_numbers)}"
-            self._carts[cart_id] = _Cart(label=label, consumer=consumer)
+            expires_at = self._clock() + self.lease_seconds
+            self._carts[cart_id] = _Cart(label, consumer, expires_at)
+            self._leases[cart_id] = None
         return cart_id, label
 
     def cart_label(self, cart_id: str) -> str:
-        """Return the public label of an open or ordered cart, for logs."""
+        """Return the public label of an open or closed cart, for logs."""
         with self._lock:
-            label = self._ordered.get(cart_id)
-            return label if label is not None else self._cart(cart_id).label
+            closed = self._closed.get(cart_id)
+            if closed is not None:
+                return closed[1]
+            cart = self._carts.get(cart_id)
+            return cart.label if cart is not None else "unknown cart"
+
+    def expire_carts(self) -> list[str]:
+        """Close every cart whose lease has run out; return their labels.
+
+        Each expired cart's items go back to the shelves they came from. The
+        cost is proportional to the number of carts that expire.
+        """
+        expired = []
+        with self._lock:
+            now = self._clock()
+            while self._leases:
+                cart_id = next(iter(self._leases))
+                cart = self._carts[cart_id]
+                if cart.expires_at > now:
+                    break
+                self._expire(cart_id, cart)
+                expired.append(cart.label)
+        return expired
 
     def add_to_cart(self, cart_id: str, product_id: str, quantity: int) -> int:
         """Move up to `quantity` items from any shelves into the cart.
@@ -299,8 +370,8 @@ class Market:
         id never published is not an error, because a producer may publish it
         later.
         """
-        _check_quantity(quantity)
-        _check_name(product_id, "product_id", MAX_NAME_LENGTH)
+        _check_quantity(quantity, self.limits)
+        _check_name(product_id, "product_id", self.limits.max_name_length)
         with self._lock:
             cart = self._cart(cart_id)
             holders = self._holders.get(product_id)
@@ -330,29 +401,11 @@ class Market:
         A returned item goes back even when its shelf is full. Items the cart
         does not hold are reported as missing.
         """
-        _check_quantity(quantity)
-        _check_name(product_id, "product_id", MAX_NAME_LENGTH)
+        _check_quantity(quantity, self.limits)
+        _check_name(product_id, "product_id", self.limits.max_name_length)
         with self._lock:
             cart = self._cart(cart_id)
-            origins = cart.items.get(product_id)
-            removed = 0
-            while origins and removed < quantity:
-                producer_id, in_cart = next(reversed(origins.items()))
-                moved = min(in_cart, quantity - removed)
-                if moved == in_cart:
-                    del origins[producer_id]
-                else:
-                    origins[producer_id] = in_cart - moved
-                shelf = self._shelves[producer_id]
-                count = shelf.items.get(product_id, 0)
-                shelf.items[product_id] = count + moved
-                if count == 0:
-                    self._holders.setdefault(product_id, {})[producer_id] = None
-                shelf.size += moved
-                removed += moved
-            if origins is not None and not origins:
-                del cart.items[product_id]
-            cart.size -= removed
+            removed = self._return_items(cart, product_id, quantity)
             return RemoveResult(removed=removed, missing=quantity - removed)
 
     def place_order(self, cart_id: str) -> Order:
@@ -360,7 +413,8 @@ class Market:
         with self._lock:
             cart = self._cart(cart_id)
             del self._carts[cart_id]
-            self._ordered[cart_id] = cart.label
+            del self._leases[cart_id]
+            self._remember_closed(cart_id, "ordered", cart.label)
             lines = []
             total = Money(0)
             for product_id, origins in cart.items.items():
@@ -393,6 +447,7 @@ class Market:
                 self._orders,
                 self._items_ordered,
                 self._items_published,
+                self._carts_expired,
             )
 
     # The helpers below run with self._lock held.
@@ -407,18 +462,72 @@ class Market:
         return shelf
 
     def _cart(self, cart_id: str) -> _Cart:
+        """Return an open cart and renew its lease, or raise."""
         cart = self._carts.get(cart_id)
         if cart is not None:
-            return cart
-        label = self._ordered.get(cart_id)
-        if label is not None:
-            raise FailedPrecondition(
-                f"cart {label} was already ordered; create a new cart"
-            )
+            now = self._clock()
+            if cart.expires_at <= now:
+                self._expire(cart_id, cart)
+            else:
+                cart.expires_at = now + self.lease_seconds
+                self._leases.move_to_end(cart_id)
+                return cart
+        closed = self._closed.get(cart_id)
+        if closed is not None:
+            reason, label = closed
+            if reason == "expired":
+                raise CartExpired(
+                    f"cart {label} expired after {self.lease_seconds:g} s without "
+                    "a call, and its items went back to their shelves; "
+                    "create a new cart"
+                )
+            raise CartOrdered(f"cart {label} was already ordered; create a new cart")
         raise NotFound(
             "cart_id is not an open cart of this market; "
             "call CreateCart and use the id it returns"
         )
+
+    def _return_items(self, cart: _Cart, product_id: str, quantity: int) -> int:
+        """Move up to `quantity` items of a product back to their origin shelves."""
+        origins = cart.items.get(product_id)
+        removed = 0
+        while origins and removed < quantity:
+            producer_id, in_cart = next(reversed(origins.items()))
+            moved = min(in_cart, quantity - removed)
+            if moved == in_cart:
+                del origins[producer_id]
+            else:
+                origins[producer_id] = in_cart - moved
+            shelf = self._shelves[producer_id]
+            count = shelf.items.get(product_id, 0)
+            shelf.items[product_id] = count + moved
+            if count == 0:
+                self._holders.setdefault(product_id, {})[producer_id] = None
+            shelf.size += moved
+            removed += moved
+        if origins is not None and not origins:
+            del cart.items[product_id]
+        cart.size -= removed
+        return removed
+
+    def _expire(self, cart_id: str, cart: _Cart) -> None:
+        for product_id, origins in list(cart.items.items()):
+            self._return_items(cart, product_id, sum(origins.values()))
+        del self._carts[cart_id]
+        del self._leases[cart_id]
+        self._remember_closed(cart_id, "expired", cart.label)
+        self._carts_expired += 1
+
+    def _remember_closed(self, cart_id: str, reason: str, label: str) -> None:
+        self._closed[cart_id] = (reason, label)
+        if len(self._closed) > REMEMBERED_CLOSED_CARTS:
+            self._closed.popitem(last=False)
+
+
+def _typed(product: Product) -> tuple:
+    """Return a product's data with each attribute's type, because 1 == True == 1.0."""
+    attributes = tuple((key, type(value), value) for key, value in product.attributes)
+    return (product.kind, product.name, product.price, attributes)
 
 
 def _add_money(left: Money, right: Money) -> Money:

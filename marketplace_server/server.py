@@ -13,10 +13,9 @@ from concurrent import futures
 
 import grpc
 
-from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
-
 from . import core
-from .servicer import MarketServicer
+from .requests import RequestLog
+from .servicer import add_market_service
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,58 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=16,
         help="threads that run calls; more calls than this wait in a queue",
+    )
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=0,
+        help="calls served or queued at once; more are rejected at once with "
+        "RESOURCE_EXHAUSTED and clients back off (0: no limit)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=core.DEFAULT_LEASE_SECONDS,
+        help="seconds without a call after which a cart expires and its items "
+        "go back to their shelves",
+    )
+    parser.add_argument(
+        "--request-ids",
+        type=int,
+        default=100_000,
+        help="number of recent request ids remembered, so that a retried call "
+        "is applied once",
+    )
+    parser.add_argument(
+        "--request-id-age",
+        type=float,
+        default=600.0,
+        help="seconds a request id is remembered at most",
+    )
+    parser.add_argument(
+        "--max-quantity",
+        type=int,
+        default=core.MAX_QUANTITY,
+        help="largest quantity one call may publish, add or remove, in items",
+    )
+    parser.add_argument(
+        "--max-name-length",
+        type=int,
+        default=core.MAX_NAME_LENGTH,
+        help="longest producer, consumer or product id, in characters",
+    )
+    parser.add_argument(
+        "--max-attributes",
+        type=int,
+        default=core.MAX_ATTRIBUTES,
+        help="most attributes a product may have",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="largest request message accepted, in bytes; bigger ones get "
+        "RESOURCE_EXHAUSTED",
     )
     parser.add_argument(
         "--grace",
@@ -113,20 +164,37 @@ def format_address(host: str, port: int) -> str:
 
 
 def create_server(
-    market: core.Market, host: str, port: int, workers: int
+    market: core.Market,
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    request_log: RequestLog | None = None,
+    max_concurrent_rpcs: int | None = None,
+    max_message_bytes: int = 1024 * 1024,
 ) -> tuple[grpc.Server, int]:
     """Build and start a server for `market`; return it and its bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="market-call"
         ),
+        maximum_concurrent_rpcs=max_concurrent_rpcs or None,
+        options=[("grpc.max_receive_message_length", max_message_bytes)],
     )
-    pb_grpc.add_MarketServiceServicer_to_server(MarketServicer(market), server)
+    add_market_service(server, market, request_log or RequestLog())
     bound = server.add_insecure_port(format_address(host, port))
     if bound == 0:
         raise OSError(f"cannot listen on {format_address(host, port)}")
     server.start()
     return server, bound
+
+
+def expire_carts_until(market: core.Market, stop: threading.Event) -> None:
+    """Expire carts whose lease ran out, about 10 times per lease, until `stop`."""
+    interval = min(1.0, market.lease_seconds / 10)
+    while not stop.wait(interval):
+        for label in market.expire_carts():
+            log.warning("cart %s expired; its items went back to their shelves", label)
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -141,6 +209,21 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--workers {args.workers} is below 1; give 1 or more")
     if args.grace < 0:
         parser.error(f"--grace {args.grace} is negative; give 0 or more seconds")
+    if not (args.lease > 0 and args.lease != float("inf")):
+        parser.error(f"--lease {args.lease} is invalid; give seconds above 0")
+    for flag in (
+        "max_concurrent_rpcs",
+        "request_ids",
+        "max_quantity",
+        "max_name_length",
+        "max_attributes",
+        "max_message_bytes",
+    ):
+        if getattr(args, flag) < 0:
+            option = "--" + flag.replace("_", "-")
+            parser.error(f"{option} {getattr(args, flag)} is negative; give 0 or more")
+    if not args.request_id_age > 0:
+        parser.error(f"--request-id-age {args.request_id_age} must be above 0")
     if args.log_max_bytes < 0 or args.log_backups < 0:
         parser.error("--log-max-bytes and --log-backups must be 0 or more")
 
@@ -163,9 +246,23 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    market = core.Market(args.queue_size)
+    limits = core.Limits(
+        max_quantity=args.max_quantity,
+        max_name_length=args.max_name_length,
+        max_attributes=args.max_attributes,
+    )
+    market = core.Market(args.queue_size, limits=limits, lease_seconds=args.lease)
+    request_log = RequestLog(args.request_ids, args.request_id_age)
     try:
-        server, port = create_server(market, args.host, args.port, args.workers)
+        server, port = create_server(
+            market,
+            args.host,
+            args.port,
+            args.workers,
+            request_log=request_log,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            max_message_bytes=args.max_message_bytes,
+        )
     except (OSError, RuntimeError) as error:
         log.error("cannot start: %s", error)
         return 1
@@ -177,11 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(temporary, args.port_file)
 
     log.info(
-        "serving on %s, shelf capacity %d, %d workers",
+        "serving on %s, shelf capacity %d, %d workers, cart lease %g s",
         format_address(args.host, port),
         args.queue_size,
         args.workers,
+        args.lease,
     )
+    reaper = threading.Thread(
+        target=expire_carts_until,
+        args=(market, stop_requested),
+        name="cart-lease-reaper",
+        daemon=True,
+    )
+    reaper.start()
     stop_requested.wait()
     log.info(
         "received %s, stopping: no new calls, %.1f s for calls in flight",

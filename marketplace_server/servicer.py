@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+import time
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from marketplace.v1 import marketplace_pb2 as pb
-from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 
 from . import core
+from .requests import RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +20,16 @@ _STATUS_BY_ERROR = {
     core.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     core.NotFound: grpc.StatusCode.NOT_FOUND,
     core.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    core.CartOrdered: grpc.StatusCode.FAILED_PRECONDITION,
+    core.CartExpired: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+# Trailing metadata key that tells clients apart the reasons behind one
+# status code, as documented in the proto.
+REASON_KEY = "marketplace-reason"
+_REASON_BY_ERROR = {
+    core.CartOrdered: "CART_ORDERED",
+    core.CartExpired: "CART_EXPIRED",
 }
 
 
@@ -72,45 +84,28 @@ def product_from_proto(message: pb.Product) -> core.Product:
     )
 
 
-def _map_errors(method):
-    """Abort the call with the status code that matches a MarketError."""
+class MarketServicer:
+    """Turns request messages into market calls and results into responses.
 
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        try:
-            return method(self, request, context)
-        except core.MarketError as error:
-            code = _STATUS_BY_ERROR[type(error)]
-            log.warning(
-                "%s rejected with %s from %s: %s",
-                method.__name__,
-                code.name,
-                context.peer(),
-                error,
-            )
-            context.abort(code, str(error))
-
-    return wrapper
-
-
-class MarketServicer(pb_grpc.MarketServiceServicer):
-    """Serves one core.Market over gRPC."""
+    Methods raise core.MarketError subclasses; `add_market_service` maps
+    them to status codes.
+    """
 
     def __init__(self, market: core.Market) -> None:
         self.market = market
 
-    @_map_errors
-    def RegisterProducer(self, request, context):
+    def RegisterProducer(self, request: pb.RegisterProducerRequest):
         producer_id = self.market.register_producer(request.name)
         log.info("producer %s registered", request.name)
         return pb.RegisterProducerResponse(
             producer_id=producer_id, capacity=self.market.capacity
         )
 
-    @_map_errors
-    def Publish(self, request, context):
+    def Publish(self, request: pb.PublishRequest):
         if not request.HasField("product"):
-            raise core.InvalidArgument("product is not set; give the product to publish")
+            raise core.InvalidArgument(
+                "product is not set; give the product to publish"
+            )
         product = product_from_proto(request.product)
         result = self.market.publish(request.producer_id, product, request.quantity)
         if result.published < request.quantity and log.isEnabledFor(logging.DEBUG):
@@ -125,14 +120,16 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             published=result.published, shelf_size=result.shelf_size
         )
 
-    @_map_errors
-    def CreateCart(self, request, context):
+    def CreateCart(self, request: pb.CreateCartRequest):
         cart_id, label = self.market.create_cart(request.consumer)
         log.debug("cart %s created", label)
-        return pb.CreateCartResponse(cart_id=cart_id, cart_label=label)
+        return pb.CreateCartResponse(
+            cart_id=cart_id,
+            cart_label=label,
+            lease_ms=round(self.market.lease_seconds * 1000),
+        )
 
-    @_map_errors
-    def AddToCart(self, request, context):
+    def AddToCart(self, request: pb.AddToCartRequest):
         added = self.market.add_to_cart(
             request.cart_id, request.product_id, request.quantity
         )
@@ -146,8 +143,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             )
         return pb.AddToCartResponse(added=added)
 
-    @_map_errors
-    def RemoveFromCart(self, request, context):
+    def RemoveFromCart(self, request: pb.RemoveFromCartRequest):
         result = self.market.remove_from_cart(
             request.cart_id, request.product_id, request.quantity
         )
@@ -163,8 +159,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             removed=result.removed, missing=result.missing
         )
 
-    @_map_errors
-    def PlaceOrder(self, request, context):
+    def PlaceOrder(self, request: pb.PlaceOrderRequest):
         order = self.market.place_order(request.cart_id)
         log.info(
             "order placed for cart %s: %d items",
@@ -179,7 +174,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             total=money_to_proto(order.total),
         )
 
-    def GetMarketState(self, request, context):
+    def GetMarketState(self, request: pb.GetMarketStateRequest):
         state = self.market.snapshot()
         return pb.GetMarketStateResponse(
             shelves=[
@@ -202,7 +197,127 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             orders=state.orders,
             items_ordered=state.items_ordered,
             items_published=state.items_published,
+            carts_expired=state.carts_expired,
         )
+
+
+SERVICE_NAME = "marketplace.v1.MarketService"
+
+# Method name, request type, response type, and whether it changes the market
+# (and so goes through the request log).
+METHODS = (
+    ("RegisterProducer", pb.RegisterProducerRequest, pb.RegisterProducerResponse, True),
+    ("Publish", pb.PublishRequest, pb.PublishResponse, True),
+    ("CreateCart", pb.CreateCartRequest, pb.CreateCartResponse, True),
+    ("AddToCart", pb.AddToCartRequest, pb.AddToCartResponse, True),
+    ("RemoveFromCart", pb.RemoveFromCartRequest, pb.RemoveFromCartResponse, True),
+    ("PlaceOrder", pb.PlaceOrderRequest, pb.PlaceOrderResponse, True),
+    ("GetMarketState", pb.GetMarketStateRequest, pb.GetMarketStateResponse, False),
+)
+
+
+class _WarningLimiter:
+    """Lets at most `per_second` warnings through and counts the rest."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self.per_second = per_second
+        self._lock = threading.Lock()
+        self._second = 0
+        self._count = 0
+        self._suppressed = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Return whether to log now, and how many were suppressed before."""
+        now = int(time.monotonic())
+        with self._lock:
+            if now != self._second:
+                self._second, self._count = now, 0
+            self._count += 1
+            if self._count > self.per_second:
+                self._suppressed += 1
+                return False, 0
+            suppressed, self._suppressed = self._suppressed, 0
+            return True, suppressed
+
+
+def _make_handler(
+    servicer: MarketServicer,
+    request_log: RequestLog,
+    limiter: _WarningLimiter,
+    name: str,
+    request_type,
+    response_type,
+    mutating: bool,
+) -> grpc.RpcMethodHandler:
+    method = getattr(servicer, name)
+
+    def handle(raw: bytes, context: grpc.ServicerContext):
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as error:
+            _warn(limiter, name, context, "INVALID_ARGUMENT", str(error))
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid {request_type.DESCRIPTOR.full_name} "
+                f"message ({error}); send one encoded from the published proto",
+            )
+        try:
+            if mutating:
+                return request_log.run(
+                    name, request.request_id, raw, lambda: method(request)
+                )
+            return method(request)
+        except core.MarketError as error:
+            code = _STATUS_BY_ERROR[type(error)]
+            _warn(limiter, name, context, code.name, str(error))
+            reason = _REASON_BY_ERROR.get(type(error))
+            if reason is not None:
+                context.set_trailing_metadata(((REASON_KEY, reason),))
+            context.abort(code, str(error))
+        except Exception:
+            log.exception("%s from %s failed unexpectedly", name, context.peer())
+            context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"{name} failed inside the server; the server log has the details",
+            )
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=None,
+        response_serializer=response_type.SerializeToString,
+    )
+
+
+def _warn(limiter, name, context, code_name, message) -> None:
+    allowed, suppressed = limiter.allow()
+    if not allowed:
+        return
+    if suppressed:
+        log.warning("%d rejected calls were not logged", suppressed)
+    log.warning(
+        "%s from %s rejected with %s: %s", name, context.peer(), code_name, message
+    )
+
+
+def add_market_service(
+    server: grpc.Server, market: core.Market, request_log: RequestLog
+) -> None:
+    """Register the MarketService for `market` on `server`.
+
+    Requests arrive as raw bytes and are parsed here, so that a malformed
+    message gets INVALID_ARGUMENT rather than the library's INTERNAL.
+    """
+    servicer = MarketServicer(market)
+    limiter = _WarningLimiter()
+    handlers = {
+        name: _make_handler(
+            servicer, request_log, limiter, name, request_type, response_type, mutating
+        )
+        for name, request_type, response_type, mutating in METHODS
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+    )
 
 
 def _counts(items: dict[str, int]) -> list[pb.ProductCount]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from marketplace_server.server import create_server
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 CLASSIC = DATA / "classic"
+BIN = ROOT / ".venv" / "bin"
 
 
 @pytest.fixture
@@ -33,3 +35,15 @@ def server_address(market):
 def stub(server_address):
     with grpc.insecure_channel(server_address) as channel:
         yield pb_grpc.MarketServiceStub(channel)
+
+
+@pytest.fixture
+def unused_address():
+    """Yield HOST:PORT of a loopback port that is bound but never listens.
+
+    Holding the socket keeps any other program off the port, so a connection
+    to it is refused for the whole test.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"

@@ -44,6 +44,10 @@ class MarketServiceStub:
     CreateCartResponse.lease_ms) expires, its items go back to the shelves they
     came from, and later calls on it fail with FAILED_PRECONDITION saying that
     it expired.
+
+    A FAILED_PRECONDITION on a cart carries the trailing metadata key
+    "marketplace-reason" with the value CART_ORDERED or CART_EXPIRED, so that a
+    client can react without parsing the message.
     """
 
     def __init__(self, channel):
@@ -108,6 +112,10 @@ class MarketServiceServicer:
     CreateCartResponse.lease_ms) expires, its items go back to the shelves they
     came from, and later calls on it fail with FAILED_PRECONDITION saying that
     it expired.
+
+    A FAILED_PRECONDITION on a cart carries the trailing metadata key
+    "marketplace-reason" with the value CART_ORDERED or CART_EXPIRED, so that a
+    client can react without parsing the message.
     """
 
     def RegisterProducer(self, request, context):
@@ -253,6 +261,10 @@ class MarketService:
     CreateCartResponse.lease_ms) expires, its items go back to the shelves they
     came from, and later calls on it fail with FAILED_PRECONDITION saying that
     it expired.
+
+    A FAILED_PRECONDITION on a cart carries the trailing metadata key
+    "marketplace-reason" with the value CART_ORDERED or CART_EXPIRED, so that a
+    client can react without parsing the message.
     """
 
     @staticmethod
