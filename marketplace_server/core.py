@@ -135,6 +135,22 @@ class MarketState:
     items_ordered: int
     items_published: int
     carts_expired: int = 0
+    publishes_refused: int = 0
+    adds_refused: int = 0
+
+
+@dataclass
+class MarketStats:
+    """Totals and shelf sizes, cheaper to take than a full snapshot."""
+
+    shelf_sizes: dict[str, int]
+    open_carts: int
+    orders: int
+    items_ordered: int
+    items_published: int
+    carts_expired: int
+    publishes_refused: int
+    adds_refused: int
 
 
 @dataclass
@@ -277,6 +293,8 @@ class Market:
         self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._cart_numbers = itertools.count(1)
         self._carts_expired = 0
+        self._publishes_refused = 0
+        self._adds_refused = 0
         self._orders = 0
         self._items_ordered = 0
         self._items_published = 0
@@ -323,6 +341,8 @@ class Market:
                 if count == 0:
                     self._holders.setdefault(product.product_id, {})[producer_id] = None
                 self._items_published += published
+            if published < quantity:
+                self._publishes_refused += 1
             return PublishResult(published=published, shelf_size=shelf.size)
 
     def create_cart(self, consumer: str) -> tuple[str, str]:
@@ -393,6 +413,8 @@ class Market:
             if holders is not None and not holders:
                 del self._holders[product_id]
             cart.size += added
+            if added < quantity:
+                self._adds_refused += 1
             return added
 
     def remove_from_cart(self, cart_id: str, product_id: str, quantity: int) -> RemoveResult:
@@ -448,6 +470,25 @@ class Market:
                 self._items_ordered,
                 self._items_published,
                 self._carts_expired,
+                self._publishes_refused,
+                self._adds_refused,
+            )
+
+    def stats(self) -> MarketStats:
+        """Return totals and each producer's shelf size, summed by producer name."""
+        with self._lock:
+            sizes: dict[str, int] = {}
+            for shelf in self._shelves.values():
+                sizes[shelf.producer] = sizes.get(shelf.producer, 0) + shelf.size
+            return MarketStats(
+                sizes,
+                len(self._carts),
+                self._orders,
+                self._items_ordered,
+                self._items_published,
+                self._carts_expired,
+                self._publishes_refused,
+                self._adds_refused,
             )
 
     # The helpers below run with self._lock held.

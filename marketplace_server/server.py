@@ -9,11 +9,20 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 import grpc
 
+from grpc_health.v1 import health
+
 from . import core
+from .observability import (
+    CallObserver,
+    MarketMetrics,
+    add_standard_services,
+    set_serving,
+)
 from .requests import RequestLog
 from .servicer import add_market_service
 
@@ -109,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
         "RESOURCE_EXHAUSTED",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics over HTTP at /metrics on this port "
+        "(default: no metrics)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=0.0,
+        help="seconds between reporting NOT_SERVING on the health service and "
+        "refusing new calls, so that load balancers move clients away first",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=5.0,
@@ -172,20 +199,30 @@ def create_server(
     request_log: RequestLog | None = None,
     max_concurrent_rpcs: int | None = None,
     max_message_bytes: int = 1024 * 1024,
+    metrics: MarketMetrics | None = None,
+    health_servicer: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Build and start a server for `market`; return it and its bound port."""
+    """Build and start a server for `market`; return it and its bound port.
+
+    Besides the market it serves grpc.health.v1.Health (SERVING once
+    started) and server reflection, and logs every call at DEBUG.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="market-call"
         ),
+        interceptors=[CallObserver(metrics)],
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,
         options=[("grpc.max_receive_message_length", max_message_bytes)],
     )
     add_market_service(server, market, request_log or RequestLog())
+    health_servicer = health_servicer or health.HealthServicer()
+    add_standard_services(server, health_servicer)
     bound = server.add_insecure_port(format_address(host, port))
     if bound == 0:
         raise OSError(f"cannot listen on {format_address(host, port)}")
     server.start()
+    set_serving(health_servicer, True)
     return server, bound
 
 
@@ -200,6 +237,10 @@ def expire_carts_until(market: core.Market, stop: threading.Event) -> None:
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is out of range; give 0 to 65535")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(
+            f"--metrics-port {args.metrics_port} is out of range; give 0 to 65535"
+        )
     if not 1 <= args.queue_size <= core.MAX_QUANTITY:
         parser.error(
             f"--queue-size {args.queue_size} is out of range; "
@@ -207,6 +248,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
     if args.workers < 1:
         parser.error(f"--workers {args.workers} is below 1; give 1 or more")
+    if args.drain < 0:
+        parser.error(f"--drain {args.drain} is negative; give 0 or more seconds")
     if args.grace < 0:
         parser.error(f"--grace {args.grace} is negative; give 0 or more seconds")
     if not (args.lease > 0 and args.lease != float("inf")):
@@ -253,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     market = core.Market(args.queue_size, limits=limits, lease_seconds=args.lease)
     request_log = RequestLog(args.request_ids, args.request_id_age)
+    metrics = MarketMetrics(market) if args.metrics_port is not None else None
+    health_servicer = health.HealthServicer()
     try:
         server, port = create_server(
             market,
@@ -262,7 +307,15 @@ def main(argv: list[str] | None = None) -> int:
             request_log=request_log,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_message_bytes=args.max_message_bytes,
+            metrics=metrics,
+            health_servicer=health_servicer,
         )
+        if metrics is not None:
+            metrics_server = metrics.serve(args.metrics_host, args.metrics_port)
+            log.info(
+                "serving metrics on http://%s/metrics",
+                format_address(args.metrics_host, metrics_server.server_port),
+            )
     except (OSError, RuntimeError) as error:
         log.error("cannot start: %s", error)
         return 1
@@ -293,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.Signals(received[0]).name,
         args.grace,
     )
+    set_serving(health_servicer, False)
+    if args.drain > 0:
+        log.info("health is NOT_SERVING; draining for %.1f s", args.drain)
+        time.sleep(args.drain)
     server.stop(args.grace).wait()
     state = market.snapshot()
     log.info(

@@ -198,6 +198,8 @@ class MarketServicer:
             items_ordered=state.items_ordered,
             items_published=state.items_published,
             carts_expired=state.carts_expired,
+            publishes_refused=state.publishes_refused,
+            adds_refused=state.adds_refused,
         )
 
 

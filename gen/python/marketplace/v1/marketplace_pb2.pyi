@@ -195,17 +195,21 @@ class Cart(_message.Message):
     def __init__(self, cart_label: _Optional[str] = ..., consumer: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ProductCount, _Mapping]]] = ...) -> None: ...
 
 class GetMarketStateResponse(_message.Message):
-    __slots__ = ("shelves", "carts", "orders", "items_ordered", "items_published", "carts_expired")
+    __slots__ = ("shelves", "carts", "orders", "items_ordered", "items_published", "carts_expired", "publishes_refused", "adds_refused")
     SHELVES_FIELD_NUMBER: _ClassVar[int]
     CARTS_FIELD_NUMBER: _ClassVar[int]
     ORDERS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_ORDERED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     CARTS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHES_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    ADDS_REFUSED_FIELD_NUMBER: _ClassVar[int]
     shelves: _containers.RepeatedCompositeFieldContainer[Shelf]
     carts: _containers.RepeatedCompositeFieldContainer[Cart]
     orders: int
     items_ordered: int
     items_published: int
     carts_expired: int
-    def __init__(self, shelves: _Optional[_Iterable[_Union[Shelf, _Mapping]]] = ..., carts: _Optional[_Iterable[_Union[Cart, _Mapping]]] = ..., orders: _Optional[int] = ..., items_ordered: _Optional[int] = ..., items_published: _Optional[int] = ..., carts_expired: _Optional[int] = ...) -> None: ...
+    publishes_refused: int
+    adds_refused: int
+    def __init__(self, shelves: _Optional[_Iterable[_Union[Shelf, _Mapping]]] = ..., carts: _Optional[_Iterable[_Union[Cart, _Mapping]]] = ..., orders: _Optional[int] = ..., items_ordered: _Optional[int] = ..., items_published: _Optional[int] = ..., carts_expired: _Optional[int] = ..., publishes_refused: _Optional[int] = ..., adds_refused: _Optional[int] = ...) -> None: ...
