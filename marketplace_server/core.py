@@ -46,6 +46,10 @@ class FailedPrecondition(MarketError):
     """The request is well formed but the market's state forbids it."""
 
 
+class ResourceExhausted(MarketError):
+    """A market-wide limit, such as the number of open carts, is reached."""
+
+
 class CartOrdered(FailedPrecondition):
     """The cart was already ordered."""
 
@@ -65,6 +69,9 @@ class Limits:
     max_name_length: int = MAX_NAME_LENGTH
     max_attributes: int = MAX_ATTRIBUTES
     max_string_value_length: int = MAX_STRING_VALUE_LENGTH
+    max_open_carts: int = 100_000
+    max_producers: int = 100_000
+    max_products: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,11 @@ class Market:
         _check_name(name, "name", self.limits.max_name_length)
         producer_id = secrets.token_hex(16)
         with self._lock:
+            if len(self._shelves) >= self.limits.max_producers:
+                raise ResourceExhausted(
+                    f"the market has its maximum of {self.limits.max_producers} "
+                    "producers; the server's --max-producers sets it"
+                )
             self._shelves[producer_id] = _Shelf(producer=name)
         return producer_id
 
@@ -325,6 +337,13 @@ class Market:
             shelf = self._shelf(producer_id)
             known = self._products.get(product.product_id)
             if known is None:
+                if len(self._products) >= self.limits.max_products:
+                    raise ResourceExhausted(
+                        f"the market has its maximum of {self.limits.max_products} "
+                        "products, so product.product_id "
+                        f"{product.product_id!r} cannot be added; the server's "
+                        "--max-products sets it"
+                    )
                 self._products[product.product_id] = product
             elif _typed(known) != _typed(product):
                 raise InvalidArgument(
@@ -350,6 +369,12 @@ class Market:
         _check_name(consumer, "consumer", self.limits.max_name_length)
         cart_id = secrets.token_hex(16)
         with self._lock:
+            if len(self._carts) >= self.limits.max_open_carts:
+                raise ResourceExhausted(
+                    f"the market has its maximum of {self.limits.max_open_carts} "
+                    "open carts; place or abandon carts, or raise the server's "
+                    "--max-open-carts"
+                )
             label = f"{consumer}/cart-{next(self._cart_numbers)}"
             expires_at = self._clock() + self.lease_seconds
             self._carts[cart_id] = _Cart(label, consumer, expires_at)

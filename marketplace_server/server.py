@@ -31,12 +31,21 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except for options that are off by default."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marketplace-server",
         description="Serve a market of bounded producer shelves over gRPC. "
         "Runs in the foreground; SIGINT or SIGTERM stops it gracefully.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--host",
@@ -68,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-concurrent-rpcs",
         type=int,
-        default=0,
+        default=256,
         help="calls served or queued at once; more are rejected at once with "
         "RESOURCE_EXHAUSTED and clients back off (0: no limit)",
     )
@@ -109,6 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=core.MAX_ATTRIBUTES,
         help="most attributes a product may have",
+    )
+    parser.add_argument(
+        "--max-open-carts",
+        type=int,
+        default=core.Limits.max_open_carts,
+        help="most carts open at once; CreateCart beyond it gets RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-producers",
+        type=int,
+        default=core.Limits.max_producers,
+        help="most producers; RegisterProducer beyond it gets RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-products",
+        type=int,
+        default=core.Limits.max_products,
+        help="most distinct product ids; publishing a new one beyond it gets "
+        "RESOURCE_EXHAUSTED",
     )
     parser.add_argument(
         "--max-message-bytes",
@@ -254,17 +282,24 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--grace {args.grace} is negative; give 0 or more seconds")
     if not (args.lease > 0 and args.lease != float("inf")):
         parser.error(f"--lease {args.lease} is invalid; give seconds above 0")
+    if args.max_concurrent_rpcs < 0:
+        parser.error(
+            f"--max-concurrent-rpcs {args.max_concurrent_rpcs} is negative; "
+            "give 0 (no limit) or more"
+        )
     for flag in (
-        "max_concurrent_rpcs",
         "request_ids",
         "max_quantity",
         "max_name_length",
         "max_attributes",
+        "max_open_carts",
+        "max_producers",
+        "max_products",
         "max_message_bytes",
     ):
-        if getattr(args, flag) < 0:
+        if getattr(args, flag) < 1:
             option = "--" + flag.replace("_", "-")
-            parser.error(f"{option} {getattr(args, flag)} is negative; give 0 or more")
+            parser.error(f"{option} {getattr(args, flag)} is below 1; give 1 or more")
     if not args.request_id_age > 0:
         parser.error(f"--request-id-age {args.request_id_age} must be above 0")
     if args.log_max_bytes < 0 or args.log_backups < 0:
@@ -293,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         max_quantity=args.max_quantity,
         max_name_length=args.max_name_length,
         max_attributes=args.max_attributes,
+        max_open_carts=args.max_open_carts,
+        max_producers=args.max_producers,
+        max_products=args.max_products,
     )
     market = core.Market(args.queue_size, limits=limits, lease_seconds=args.lease)
     request_log = RequestLog(args.request_ids, args.request_id_age)

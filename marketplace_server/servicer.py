@@ -20,6 +20,7 @@ _STATUS_BY_ERROR = {
     core.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     core.NotFound: grpc.StatusCode.NOT_FOUND,
     core.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    core.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     core.CartOrdered: grpc.StatusCode.FAILED_PRECONDITION,
     core.CartExpired: grpc.StatusCode.FAILED_PRECONDITION,
 }

@@ -34,8 +34,9 @@ class MarketServiceStub:
     retry: fix the request.
     - NOT_FOUND: the producer or cart id is not known to this market. Do not
     retry with the same id.
-    - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls.
-    Retry with exponential back-off.
+    - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls, or
+    the market at a limit of open carts, producers or products. Retry with
+    exponential back-off.
     - UNAVAILABLE, DEADLINE_EXCEEDED: the call may or may not have been
     applied. Retry with back-off and the same request_id, so the server
     applies the call at most once.
@@ -102,8 +103,9 @@ class MarketServiceServicer:
     retry: fix the request.
     - NOT_FOUND: the producer or cart id is not known to this market. Do not
     retry with the same id.
-    - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls.
-    Retry with exponential back-off.
+    - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls, or
+    the market at a limit of open carts, producers or products. Retry with
+    exponential back-off.
     - UNAVAILABLE, DEADLINE_EXCEEDED: the call may or may not have been
     applied. Retry with back-off and the same request_id, so the server
     applies the call at most once.
@@ -251,8 +253,9 @@ class MarketService:
     retry: fix the request.
     - NOT_FOUND: the producer or cart id is not known to this market. Do not
     retry with the same id.
-    - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls.
-    Retry with exponential back-off.
+    - RESOURCE_EXHAUSTED: the server is at its limit of concurrent calls, or
+    the market at a limit of open carts, producers or products. Retry with
+    exponential back-off.
     - UNAVAILABLE, DEADLINE_EXCEEDED: the call may or may not have been
     applied. Retry with back-off and the same request_id, so the server
     applies the call at most once.
