@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import signal
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import Callable
 
 import grpc
@@ -14,11 +17,18 @@ import grpc
 from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 
 from . import scenario as scenario_module
+from . import security
 from .retry import GaveUp, Stopped
 
 log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
+
+# Client keepalive, in seconds: a ping after KEEPALIVE_TIME without traffic,
+# and the connection is dropped when no answer comes within KEEPALIVE_TIMEOUT.
+# The server accepts pings at its --keepalive-min-interval (5 s) or slower.
+KEEPALIVE_TIME = 10.0
+KEEPALIVE_TIMEOUT = 5.0
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -58,6 +68,23 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         default=60.0,
         help="seconds of failed calls after which a client gives up",
     )
+    add_tls_arguments(parser)
+    parser.add_argument(
+        "--keepalive-time",
+        type=float,
+        default=KEEPALIVE_TIME,
+        help="seconds without traffic after which the client pings the server, "
+        "so that a dead server or network is noticed. Keep it at or above the "
+        "server's --keepalive-min-interval (default 5 s), or the server closes "
+        "the connection for pinging too often",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=KEEPALIVE_TIMEOUT,
+        help="seconds to wait for the answer to a ping before the connection "
+        "counts as dead; calls then fail with UNAVAILABLE and are retried",
+    )
     parser.add_argument(
         "--log-level",
         default="WARNING",
@@ -65,6 +92,55 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="lowest level logged to stderr",
     )
     return parser
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the client TLS flags, which check_tls_args checks after parsing."""
+    parser.add_argument(
+        "--tls-ca",
+        help="connect with TLS and accept a server certificate signed by a CA "
+        "in this PEM file; without it the client connects in plaintext",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        help="PEM certificate chain that identifies this client to a server "
+        "that requires client certificates (needs --tls-ca and --tls-key)",
+    )
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-server-name",
+        help="name to check the server certificate against instead of the "
+        "host of --server, for a certificate not issued for that host",
+    )
+
+
+def check_tls_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error when the TLS flags do not fit together."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together; give both or neither")
+    others = [
+        flag
+        for flag, value in (
+            ("--tls-cert", args.tls_cert),
+            ("--tls-server-name", args.tls_server_name),
+        )
+        if value is not None
+    ]
+    if others and args.tls_ca is None:
+        verb = "needs" if len(others) == 1 else "need"
+        parser.error(
+            f"{' and '.join(others)} {verb} --tls-ca, which turns TLS on and "
+            "names the CA that signed the server's certificate"
+        )
+
+
+def tls_files(args: argparse.Namespace) -> security.TlsFiles | None:
+    """Return the TLS files the arguments give, or None for plaintext."""
+    if args.tls_ca is None:
+        return None
+    return security.TlsFiles(
+        args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name
+    )
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
@@ -76,6 +152,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
         parser.error(f"--connect-timeout {args.connect_timeout} must be above 0")
     if not args.retry_deadline > 0:
         parser.error(f"--retry-deadline {args.retry_deadline} must be above 0")
+    check_tls_args(parser, args)
+    for flag in ("keepalive_time", "keepalive_timeout"):
+        value = getattr(args, flag)
+        if not (value > 0 and value != float("inf")):
+            option = "--" + flag.replace("_", "-")
+            parser.error(f"{option} {value} is invalid; give seconds above 0")
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -104,20 +186,107 @@ def check_names(scenario: scenario_module.Scenario, names: list[str], role: str)
         sys.exit(scenario_module.EXIT_INVALID_SCENARIO)
 
 
-def connect(server: str, timeout: float) -> tuple[grpc.Channel, pb_grpc.MarketServiceStub]:
-    """Open a channel and wait until the server accepts it, or exit with 1."""
-    channel = grpc.insecure_channel(server)
+@dataclass(frozen=True)
+class ChannelSettings:
+    """How a client opens its channel: TLS or plaintext, and keepalive in seconds."""
+
+    tls: security.TlsFiles | None = None
+    keepalive_time: float = KEEPALIVE_TIME
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
+
+    def options(self) -> list[tuple[str, int | str]]:
+        """Return the gRPC channel options of these settings."""
+        options: list[tuple[str, int | str]] = [
+            ("grpc.keepalive_time_ms", round(self.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", round(self.keepalive_timeout * 1000)),
+            # Ping between calls too, so that a producer waiting to publish
+            # notices a dead connection before its next call.
+            ("grpc.keepalive_permit_without_calls", 1),
+            # 0 lifts the default limit of 2 pings without data in between.
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        if self.tls is not None:
+            options += security.channel_options(self.tls)
+        return options
+
+
+def channel_settings(args: argparse.Namespace) -> ChannelSettings:
+    """Return the channel settings that parsed arguments give."""
+    return ChannelSettings(tls_files(args), args.keepalive_time, args.keepalive_timeout)
+
+
+def open_channel(server: str, settings: ChannelSettings) -> grpc.Channel:
+    """Open a channel to `server`; raise security.CredentialsError for a bad TLS file."""
+    if settings.tls is None:
+        return grpc.insecure_channel(server, options=settings.options())
+    credentials = security.channel_credentials(settings.tls)
+    return grpc.secure_channel(server, credentials, options=settings.options())
+
+
+def connect(
+    server: str, timeout: float, settings: ChannelSettings | None = None
+) -> tuple[grpc.Channel, pb_grpc.MarketServiceStub]:
+    """Open a channel and wait until the server accepts it, or exit with 1.
+
+    A TLS problem (untrusted or expired certificate, wrong name, TLS on one
+    side only) ends the wait at once, with a message that names it.
+    """
+    settings = settings or ChannelSettings()
     try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-    except grpc.FutureTimeoutError:
+        channel = open_channel(server, settings)
+    except security.CredentialsError as error:
+        print(error, file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    problem = wait_until_ready(channel, server, settings, timeout)
+    if problem is not None:
         channel.close()
-        print(
-            f"cannot reach the market server at {server} within {timeout:g} s; "
-            "check that marketplace-server runs there and that --server is right",
-            file=sys.stderr,
-        )
+        print(problem, file=sys.stderr)
         sys.exit(EXIT_FAILED)
     return channel, pb_grpc.MarketServiceStub(channel)
+
+
+def wait_until_ready(
+    channel: grpc.Channel, server: str, settings: ChannelSettings, timeout: float
+) -> str | None:
+    """Wait until `channel` is ready; return None, or why it will not be.
+
+    Each time a connection attempt fails, security.diagnose checks whether
+    TLS is the cause. Other failures, such as a server that is not up yet,
+    are waited out until `timeout` seconds have passed.
+    """
+    events: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            events.put("failed")
+
+    ready = grpc.channel_ready_future(channel)
+    ready.add_done_callback(lambda _: events.put("ready"))
+    channel.subscribe(watch)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return (
+                    f"cannot reach the market server at {server} within "
+                    f"{timeout:g} s; check that marketplace-server runs there "
+                    "and that --server is right"
+                )
+            try:
+                event = events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if event == "failed":
+                problem = security.diagnose(
+                    server, settings.tls, timeout=min(remaining, 10.0)
+                )
+                if problem is not None:
+                    return problem
+        return None
+    finally:
+        channel.unsubscribe(watch)
+        ready.cancel()
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

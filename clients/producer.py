@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     common.install_stop_handlers(stop)
-    channel, stub = common.connect(args.server, args.connect_timeout)
+    channel, stub = common.connect(
+        args.server, args.connect_timeout, common.channel_settings(args)
+    )
     with channel:
         return common.run_clients(
             args.name,

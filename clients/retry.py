@@ -66,13 +66,14 @@ def call(
     stop: threading.Event,
     *,
     what: str,
+    retryable: frozenset[grpc.StatusCode] = RETRYABLE_CODES,
 ) -> T:
     """Make a unary call, retrying transport failures with back-off.
 
     The request is sent unchanged on every attempt, so a request id in it
     lets the server apply the call once. Raises Stopped when `stop` is set,
     GaveUp after `policy.deadline` seconds of failures, and grpc.RpcError for
-    a status that retrying cannot fix.
+    a status outside `retryable`.
     """
     backoff = policy.initial_backoff
     first_failure = None
@@ -83,7 +84,7 @@ def call(
             return method(request, timeout=policy.call_timeout, wait_for_ready=True)
         except grpc.RpcError as error:
             code = error.code()
-            if code not in RETRYABLE_CODES:
+            if code not in retryable:
                 raise
             now = time.monotonic()
             if first_failure is None:

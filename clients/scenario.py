@@ -43,6 +43,8 @@ class ConsumerSpec:
     name: str
     retry_wait_time: float
     carts: tuple[tuple[Operation, ...], ...]
+    # Most one order of this consumer may cost; None means no limit.
+    budget: pb.Money | None = None
 
 
 @dataclass(frozen=True)
@@ -341,7 +343,10 @@ class _Validator:
                 )
                 operations.append(Operation(kind, product_id, quantity))
             carts.append(tuple(operations))
-        return ConsumerSpec(name, retry, tuple(carts))
+        budget = None
+        if "budget" in raw:
+            budget = self.price(raw["budget"], f"{path}.budget")
+        return ConsumerSpec(name, retry, tuple(carts), budget)
 
     def product_id(self, value: Any, path: str, products: dict) -> str:
         if not isinstance(value, str):

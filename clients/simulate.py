@@ -14,9 +14,16 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 
+import grpc
+
+from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
+
 from . import common
+from .diagnosis import StallWatch, describe_stall, fetch_state, is_unavailable
+from .scenario import render_product
 
 EXIT_INTERRUPTED = 130
+EXIT_STALLED = 4
 # Above this many clients, `--clients-per-process auto` groups them so that
 # the run starts about this many client processes.
 AUTO_PROCESS_LIMIT = 32
@@ -32,18 +39,52 @@ class Child:
 
 @dataclass
 class Output:
-    """Copies consumer stdout to ours, line by line, and counts the lines."""
+    """Copies consumer stdout to ours, line by line, and totals the purchases."""
 
+    # Price in billionths of a unit of each purchase line's product text.
+    prices: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     lines: int = 0
+    # Amount spent per consumer name, in billionths of a unit.
+    spent: dict[str, int] = field(default_factory=dict)
 
     def pump(self, stream) -> None:
         for line in stream:
+            consumer, _, product = line.decode("utf-8", "replace").partition(" bought ")
             with self.lock:
                 sys.stdout.buffer.write(line)
                 sys.stdout.buffer.flush()
                 self.lines += 1
+                price = self.prices.get(product.rstrip("\n"), 0)
+                self.spent[consumer] = self.spent.get(consumer, 0) + price
         stream.close()
+
+
+def _nanos(money) -> int:
+    return money.units * 1_000_000_000 + money.nanos
+
+
+def _format_nanos(amount: int) -> str:
+    units, nanos = divmod(amount, 1_000_000_000)
+    return str(units) if nanos == 0 else f"{units}.{nanos:09d}".rstrip("0")
+
+
+def budget_summary(scenario, spent: dict[str, int]) -> list[str]:
+    """Return one line per consumer with what it spent and its budget."""
+    if not any(spec.budget is not None for spec in scenario.consumers):
+        return []
+    lines = []
+    for spec in scenario.consumers:
+        budget = (
+            f"budget {_format_nanos(_nanos(spec.budget))} per order"
+            if spec.budget is not None
+            else "no budget"
+        )
+        lines.append(
+            f"simulate: {spec.name} spent {_format_nanos(spent.get(spec.name, 0))}, "
+            f"{budget}"
+        )
+    return lines
 
 
 def bundled_example() -> str:
@@ -75,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT of a running market server to use instead of starting "
         "one; its shelf capacity then applies, not the scenario's",
     )
+    # Passed on to every producer and consumer; only with --server, because
+    # the server this runner starts serves plaintext.
+    common.add_tls_arguments(parser)
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="run every producer and consumer as a thread of this process, "
+        "calling the market directly with no server and no gRPC",
+    )
     parser.add_argument(
         "--clients-per-process",
         default="auto",
@@ -87,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="seconds after which the run is stopped and fails; 0 waits for ever",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        help="seconds without any item moving, while consumers still run, after "
+        f"which the run stops, prints a diagnosis and exits with {EXIT_STALLED}; "
+        "0 never stops",
     )
     parser.add_argument(
         "--connect-timeout",
@@ -128,7 +186,11 @@ class Run:
         self.server: subprocess.Popen | None = None
         self.producers: list[Child] = []
         self.consumers: list[Child] = []
-        self.output = Output()
+        self.output = Output(
+            {render_product(p): _nanos(p.price) for p in scenario.products.values()}
+        )
+        self.stall: list[str] = []
+        self.address: str | None = None
         self.interrupted = threading.Event()
         self.env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
 
@@ -183,6 +245,10 @@ class Run:
                 "--log-level",
                 self.args.log_level,
             ]
+            for flag in ("tls_ca", "tls_cert", "tls_key", "tls_server_name"):
+                value = getattr(self.args, flag)
+                if value is not None:
+                    command += ["--" + flag.replace("_", "-"), value]
             for name in names_in_process:
                 command += ["--name", name]
             stdout = subprocess.PIPE if role == "consumer" else subprocess.DEVNULL
@@ -226,6 +292,9 @@ class Run:
                     f"consumers {', '.join(names)}"
                 )
                 return failures
+            if self.stall:
+                failures.append("the market stalled")
+                return failures
             if self.interrupted.wait(0.05):
                 failures.append("interrupted")
                 return failures
@@ -233,6 +302,53 @@ class Run:
             if child.pump is not None:
                 child.pump.join()
         return failures
+
+    def watch_for_stall(self, done: threading.Event) -> None:
+        """Poll the market until `done`; on a stall, fill self.stall and return."""
+        timeout = self.args.stall_timeout
+        if timeout <= 0 or self.address is None:
+            return
+        settings = common.ChannelSettings(common.tls_files(self.args))
+        try:
+            channel = common.open_channel(self.address, settings)
+        except Exception as error:  # a bad TLS file is reported by the clients
+            print(f"simulate: cannot watch for stalls: {error}", file=sys.stderr)
+            return
+        with channel:
+            stub = pb_grpc.MarketServiceStub(channel)
+            watch = StallWatch(timeout)
+            while not done.wait(min(0.5, timeout / 4)):
+                try:
+                    first, shelves, carts = fetch_state(stub)
+                except grpc.RpcError as error:
+                    if is_unavailable(error):
+                        continue
+                    print(
+                        f"simulate: cannot watch for stalls: {error.code().name}",
+                        file=sys.stderr,
+                    )
+                    return
+                idle = watch.stalled(first.moves)
+                if idle is not None and not done.is_set():
+                    self.stall = describe_stall(shelves, carts, idle)
+                    return
+
+    def show_progress(self, done: threading.Event) -> None:
+        """Rewrite one progress line on stderr until `done`."""
+        total = len(self.scenario.consumers)
+        while not done.wait(0.5):
+            finished = sum(
+                len(child.names)
+                for child in self.consumers
+                if child.process.poll() is not None
+            )
+            sys.stderr.write(
+                f"\rsimulate: {finished} of {total} consumers finished, "
+                f"{self.output.lines} items bought"
+            )
+            sys.stderr.flush()
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
     def stop_all(self) -> None:
         """Stop every process this run started, by its pid: SIGTERM, then SIGKILL."""
@@ -268,9 +384,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not (args.time_scale >= 0 and math.isfinite(args.time_scale)):
         parser.error(f"--time-scale {args.time_scale} is invalid; give a number >= 0")
+    common.check_tls_args(parser, args)
+    if args.tls_ca is not None and not args.server:
+        parser.error(
+            "--tls-ca and the other --tls flags need --server: the server that "
+            "simulate starts itself serves plaintext on loopback"
+        )
+    if args.local and args.server:
+        parser.error(
+            "--local runs the market in this process, so it cannot use --server; "
+            "give one of them"
+        )
 
     scenario_path = os.path.abspath(args.scenario or bundled_example())
     scenario = common.load_scenario(scenario_path)
+    if args.local:
+        # Imported here because clients.local imports this module.
+        from . import local
+
+        return local.main(args, scenario)
 
     run = Run(args, scenario_path, scenario)
 
@@ -282,9 +414,19 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     failures: list[str] = []
+    done = threading.Event()
     with tempfile.TemporaryDirectory(prefix="marketplace-simulate-") as workdir:
         try:
             address = args.server or run.start_server(workdir)
+            run.address = address
+            watcher = threading.Thread(
+                target=run.watch_for_stall, args=(done,), daemon=True
+            )
+            watcher.start()
+            if sys.stderr.isatty():
+                threading.Thread(
+                    target=run.show_progress, args=(done,), daemon=True
+                ).start()
             run.producers = run.start_clients(
                 "producer", [spec.name for spec in scenario.producers], address
             )
@@ -295,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, OSError) as error:
             failures.append(str(error))
         finally:
+            done.set()
             run.stop_all()
 
     elapsed = time.monotonic() - started
@@ -303,8 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         f"bought, {elapsed:.2f} s elapsed",
         file=sys.stderr,
     )
+    for line in budget_summary(scenario, run.output.spent):
+        print(line, file=sys.stderr)
     for failure in failures:
         print(f"simulate: failed: {failure}", file=sys.stderr)
+    if run.stall:
+        for line in run.stall:
+            print(f"simulate: stalled: {line}", file=sys.stderr)
+        return EXIT_STALLED
     if run.interrupted.is_set():
         return EXIT_INTERRUPTED
     return common.EXIT_FAILED if failures else 0

@@ -15,6 +15,8 @@ from rich.text import Text
 from marketplace.v1 import marketplace_pb2 as pb
 from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 
+from .diagnosis import StallWatch, describe_stall, fetch_state
+
 # Rows shown per table; the rest are summarised in one line.
 MAX_ROWS = 30
 
@@ -46,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for each reply"
     )
+    parser.add_argument(
+        "--stall-after",
+        type=float,
+        default=10.0,
+        help="seconds without any item moving after which the view shows who "
+        "waits for what and which full shelves block producers",
+    )
     return parser
 
 
@@ -59,6 +68,7 @@ def render(
     previous: pb.GetMarketStateResponse | None,
     seconds: float,
     server: str,
+    stall: list[str] | None = None,
 ) -> Group:
     """Build the view of one state; rates come from the change since `previous`."""
 
@@ -111,7 +121,10 @@ def render(
     if len(state.carts) > MAX_ROWS:
         carts.caption = f"{len(state.carts) - MAX_ROWS} more carts not shown"
 
-    return Group(summary, shelves, carts)
+    parts = [summary, shelves, carts]
+    if stall:
+        parts.append(Text("STALLED: " + "\n".join(stall), style="bold red"))
+    return Group(*parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     with grpc.insecure_channel(args.server) as channel:
         stub = pb_grpc.MarketServiceStub(channel)
 
+        watch = StallWatch(args.stall_after)
+
         def fetch() -> pb.GetMarketStateResponse:
-            return stub.GetMarketState(pb.GetMarketStateRequest(), timeout=args.timeout)
+            """Return the totals with every shelf and cart, from all pages."""
+            first, shelves, carts = fetch_state(stub, args.timeout)
+            del first.shelves[:]
+            del first.carts[:]
+            first.shelves.extend(shelves)
+            first.carts.extend(carts)
+            return first
+
+        def stall_of(state: pb.GetMarketStateResponse) -> list[str] | None:
+            idle = watch.stalled(state.moves)
+            if idle is None or not state.carts:
+                return None
+            return describe_stall(state.shelves, state.carts, idle)
 
         try:
             if args.once:
@@ -140,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                     state = fetch()
                     now = time.monotonic()
                     live.update(
-                        render(state, previous, now - previous_at, args.server),
+                        render(
+                            state,
+                            previous,
+                            now - previous_at,
+                            args.server,
+                            stall_of(state),
+                        ),
                         refresh=True,
                     )
                     previous, previous_at = state, now

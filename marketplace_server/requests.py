@@ -114,3 +114,29 @@ class RequestLog:
                 break
             del self._entries[key]
 
+    def restore(
+        self,
+        method: str,
+        request_id: str,
+        request: bytes,
+        result: object = None,
+        error: BaseException | None = None,
+        age: float = 0.0,
+    ) -> None:
+        """Record the outcome of a call applied `age` seconds ago, as on restart.
+
+        Restore oldest first: entries are evicted in the order they arrive.
+        A later outcome for the same method and id replaces the earlier one.
+        """
+        if age > self.max_age:
+            return
+        fingerprint = hashlib.blake2b(request, digest_size=16).digest()
+        with self._lock:
+            now = self._clock()
+            entry = _Entry(fingerprint, now - max(0.0, age))
+            entry.result, entry.error = result, error
+            entry.done.set()
+            key = (method, request_id)
+            self._entries.pop(key, None)
+            self._evict(now)
+            self._entries[key] = entry

@@ -11,12 +11,14 @@ import sys
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass
+from typing import Callable
 
 import grpc
 
 from grpc_health.v1 import health
 
-from . import core
+from . import core, persistence, security
 from .observability import (
     CallObserver,
     MarketMetrics,
@@ -24,7 +26,7 @@ from .observability import (
     set_serving,
 )
 from .requests import RequestLog
-from .servicer import add_market_service
+from .servicer import MarketServicer, add_market_service
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,77 @@ def build_parser() -> argparse.ArgumentParser:
         "refusing new calls, so that load balancers move clients away first",
     )
     parser.add_argument(
+        "--tls-cert",
+        help="serve TLS with this PEM certificate chain (needs --tls-key; "
+        "default: plaintext)",
+    )
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        help="require a client certificate signed by a CA in this PEM file "
+        "(mutual TLS). A producer may then register only under a name in its "
+        "certificate's subject CN or SAN DNS names, and a cart can be used "
+        "only with the certificate that created it",
+    )
+    parser.add_argument(
+        "--keepalive-time",
+        type=float,
+        default=Keepalive.time,
+        help="seconds without traffic after which the server pings a client "
+        "connection, so that a dead client is noticed",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=Keepalive.timeout,
+        help="seconds the server waits for the answer to a ping before it "
+        "closes the connection",
+    )
+    parser.add_argument(
+        "--keepalive-min-interval",
+        type=float,
+        default=Keepalive.min_ping_interval,
+        help="shortest interval, in seconds, at which clients may ping on a "
+        "connection. Quicker pings count as strikes, and at the third strike "
+        "with no data sent in between the server closes the connection with "
+        "GOAWAY too_many_pings. Keep it at or below the clients' "
+        "--keepalive-time, whose default is 10 s",
+    )
+    parser.add_argument(
+        "--max-waiters",
+        type=int,
+        help="most calls that wait at once (AddToCart with wait_ms, WatchSales); "
+        "more get RESOURCE_EXHAUSTED; must be below --workers (default: half "
+        "of --workers)",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=10.0,
+        help="longest time, in seconds, that one AddToCart may wait for an item",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="keep the market in an SQLite database in this folder, created if "
+        "needed: every answered call survives a crash or restart, and the "
+        "market is loaded from it at start (default: memory only, lost on stop)",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=20_000,
+        help="with --data-dir, save the whole market and drop older journal "
+        "records after this many records",
+    )
+    parser.add_argument(
+        "--retention",
+        type=float,
+        default=600.0,
+        help="with --data-dir, seconds that the folder keeps the responses to "
+        "request ids (orders among them) for retries after a restart; at most "
+        "--request-ids of them are kept",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=5.0,
@@ -218,6 +291,37 @@ def format_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+@dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 keepalive of the server's connections, in seconds."""
+
+    # The server pings a connection after `time` without traffic, calls or
+    # not, and closes it when no answer comes within `timeout`.
+    time: float = 10.0
+    timeout: float = 5.0
+    # Clients may ping at this interval or slower, with or without calls.
+    min_ping_interval: float = 5.0
+
+    def options(self) -> list[tuple[str, int]]:
+        """Return the gRPC server options that apply these settings."""
+        return [
+            ("grpc.keepalive_time_ms", round(self.time * 1000)),
+            ("grpc.keepalive_timeout_ms", round(self.timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # The macro GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS
+            # names this key. gRPC ignores unknown keys, so a misspelt one
+            # leaves the default of 5 minutes, and clients that ping every
+            # 10 s get GOAWAY too_many_pings.
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                round(self.min_ping_interval * 1000),
+            ),
+            # 0 lifts the default limit of 2 pings without data in between, so
+            # the server goes on pinging an idle connection.
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+
 def create_server(
     market: core.Market,
     host: str,
@@ -229,11 +333,22 @@ def create_server(
     max_message_bytes: int = 1024 * 1024,
     metrics: MarketMetrics | None = None,
     health_servicer: health.HealthServicer | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+    keepalive: Keepalive = Keepalive(),
+    max_waiters: int | None = None,
+    max_wait: float = 10.0,
+    journal: persistence.Journal | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build and start a server for `market`; return it and its bound port.
 
+    With `credentials` (see security.server_credentials) it serves TLS,
+    otherwise plaintext. With a `journal` (see persistence.Journal), every
+    mutating call is answered only once it is recorded on disk.
+
     Besides the market it serves grpc.health.v1.Health (SERVING once
-    started) and server reflection, and logs every call at DEBUG.
+    started) and server reflection, and logs every call at DEBUG. At most
+    `max_waiters` calls (default: half the workers) wait for items or sales
+    at once, so waiting calls never hold every worker.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(
@@ -241,12 +356,23 @@ def create_server(
         ),
         interceptors=[CallObserver(metrics)],
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,
-        options=[("grpc.max_receive_message_length", max_message_bytes)],
+        options=[("grpc.max_receive_message_length", max_message_bytes)]
+        + keepalive.options(),
     )
-    add_market_service(server, market, request_log or RequestLog())
+    add_market_service(
+        server,
+        market,
+        request_log or RequestLog(),
+        max_waiters=max_waiters or max(1, workers // 2),
+        max_wait=max_wait,
+        journal=journal,
+    )
     health_servicer = health_servicer or health.HealthServicer()
     add_standard_services(server, health_servicer)
-    bound = server.add_insecure_port(format_address(host, port))
+    if credentials is None:
+        bound = server.add_insecure_port(format_address(host, port))
+    else:
+        bound = server.add_secure_port(format_address(host, port), credentials)
     if bound == 0:
         raise OSError(f"cannot listen on {format_address(host, port)}")
     server.start()
@@ -254,11 +380,20 @@ def create_server(
     return server, bound
 
 
-def expire_carts_until(market: core.Market, stop: threading.Event) -> None:
-    """Expire carts whose lease ran out, about 10 times per lease, until `stop`."""
+def expire_carts_until(
+    market: core.Market,
+    stop: threading.Event,
+    expire: Callable[[], list[str]] | None = None,
+) -> None:
+    """Expire carts whose lease ran out, about 10 times per lease, until `stop`.
+
+    `expire` replaces market.expire_carts, such as a journal's, which records
+    the expiry.
+    """
     interval = min(1.0, market.lease_seconds / 10)
+    expire = expire or market.expire_carts
     while not stop.wait(interval):
-        for label in market.expire_carts():
+        for label in expire():
             log.warning("cart %s expired; its items went back to their shelves", label)
 
 
@@ -276,6 +411,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
     if args.workers < 1:
         parser.error(f"--workers {args.workers} is below 1; give 1 or more")
+    if args.max_waiters is not None and not 1 <= args.max_waiters < args.workers:
+        parser.error(
+            f"--max-waiters {args.max_waiters} is invalid; give 1 to "
+            f"{args.workers - 1}, below --workers, so waiting calls never hold "
+            "every worker"
+        )
+    if not (args.max_wait >= 0 and args.max_wait != float("inf")):
+        parser.error(f"--max-wait {args.max_wait} is invalid; give 0 or more seconds")
     if args.drain < 0:
         parser.error(f"--drain {args.drain} is negative; give 0 or more seconds")
     if args.grace < 0:
@@ -304,6 +447,55 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--request-id-age {args.request_id_age} must be above 0")
     if args.log_max_bytes < 0 or args.log_backups < 0:
         parser.error("--log-max-bytes and --log-backups must be 0 or more")
+    if args.snapshot_every < 1:
+        parser.error(f"--snapshot-every {args.snapshot_every} is below 1; give 1 or more")
+    if not (args.retention > 0 and args.retention != float("inf")):
+        parser.error(f"--retention {args.retention} is invalid; give seconds above 0")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together; give both or neither")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error(
+            "--tls-client-ca needs --tls-cert and --tls-key, because client "
+            "certificates are only checked over TLS"
+        )
+    for flag in ("keepalive_time", "keepalive_timeout"):
+        value = getattr(args, flag)
+        if not (value > 0 and value != float("inf")):
+            option = "--" + flag.replace("_", "-")
+            parser.error(f"{option} {value} is invalid; give seconds above 0")
+    if not (0 <= args.keepalive_min_interval < float("inf")):
+        parser.error(
+            f"--keepalive-min-interval {args.keepalive_min_interval} is invalid; "
+            "give 0 or more seconds"
+        )
+
+
+def _open_journal(
+    args: argparse.Namespace,
+    limits: core.Limits,
+    request_log: RequestLog,
+    stop_requested: threading.Event,
+) -> tuple[persistence.Journal, core.Market]:
+    """Load the market from --data-dir; raise persistence.StoreError if unusable."""
+
+    def stop_on_failure(error: BaseException) -> None:
+        stop_requested.set()
+
+    journal = persistence.Journal.open(
+        args.data_dir,
+        snapshot_every=args.snapshot_every,
+        retention=args.retention,
+        max_answers=args.request_ids,
+        max_wait=args.max_wait,
+        on_failure=stop_on_failure,
+    )
+    settings = persistence.Settings(args.queue_size, args.lease, limits)
+    market = journal.restore(
+        settings,
+        request_log,
+        lambda market: MarketServicer(market, max_wait=args.max_wait),
+    )
+    return journal, market
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,11 +524,26 @@ def main(argv: list[str] | None = None) -> int:
         max_producers=args.max_producers,
         max_products=args.max_products,
     )
-    market = core.Market(args.queue_size, limits=limits, lease_seconds=args.lease)
     request_log = RequestLog(args.request_ids, args.request_id_age)
+    journal = None
+    if args.data_dir is None:
+        market = core.Market(args.queue_size, limits=limits, lease_seconds=args.lease)
+        log.warning("no --data-dir: state is kept in memory only and lost on stop")
+    else:
+        try:
+            journal, market = _open_journal(args, limits, request_log, stop_requested)
+        except persistence.StoreError as error:
+            log.error("cannot start: %s", error)
+            return 1
     metrics = MarketMetrics(market) if args.metrics_port is not None else None
     health_servicer = health.HealthServicer()
     try:
+        credentials = None
+        if args.tls_cert is not None:
+            # Raises CredentialsError, a RuntimeError, for a bad file.
+            credentials = security.server_credentials(
+                args.tls_cert, args.tls_key, args.tls_client_ca
+            )
         server, port = create_server(
             market,
             args.host,
@@ -347,6 +554,15 @@ def main(argv: list[str] | None = None) -> int:
             max_message_bytes=args.max_message_bytes,
             metrics=metrics,
             health_servicer=health_servicer,
+            credentials=credentials,
+            max_waiters=args.max_waiters,
+            max_wait=args.max_wait,
+            journal=journal,
+            keepalive=Keepalive(
+                args.keepalive_time,
+                args.keepalive_timeout,
+                args.keepalive_min_interval,
+            ),
         )
         if metrics is not None:
             metrics_server = metrics.serve(args.metrics_host, args.metrics_port)
@@ -356,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (OSError, RuntimeError) as error:
         log.error("cannot start: %s", error)
+        if journal is not None:
+            journal.close()
         return 1
 
     if args.port_file:
@@ -371,9 +589,15 @@ def main(argv: list[str] | None = None) -> int:
         args.workers,
         args.lease,
     )
+    if args.tls_client_ca is not None:
+        log.info("TLS on; client certificates signed by %s required", args.tls_client_ca)
+    elif args.tls_cert is not None:
+        log.info("TLS on; no client certificates asked for")
+    else:
+        log.info("plaintext: no TLS, anyone who reaches the port can call")
     reaper = threading.Thread(
         target=expire_carts_until,
-        args=(market, stop_requested),
+        args=(market, stop_requested, journal.expire_carts if journal else None),
         name="cart-lease-reaper",
         daemon=True,
     )
@@ -381,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_requested.wait()
     log.info(
         "received %s, stopping: no new calls, %.1f s for calls in flight",
-        signal.Signals(received[0]).name,
+        signal.Signals(received[0]).name if received else "a data folder failure",
         args.grace,
     )
     set_serving(health_servicer, False)
@@ -389,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("health is NOT_SERVING; draining for %.1f s", args.drain)
         time.sleep(args.drain)
     server.stop(args.grace).wait()
+    if journal is not None:
+        journal.close()
+        if journal.failed:
+            return 1
     state = market.snapshot()
     log.info(
         "stopped: %d orders, %d items ordered, %d items published",

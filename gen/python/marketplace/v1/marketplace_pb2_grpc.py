@@ -47,8 +47,8 @@ class MarketServiceStub:
     it expired.
 
     A FAILED_PRECONDITION on a cart carries the trailing metadata key
-    "marketplace-reason" with the value CART_ORDERED or CART_EXPIRED, so that a
-    client can react without parsing the message.
+    "marketplace-reason" with the value CART_ORDERED, CART_EXPIRED or
+    OVER_BUDGET, so that a client can react without parsing the message.
     """
 
     def __init__(self, channel):
@@ -92,6 +92,26 @@ class MarketServiceStub:
                 request_serializer=marketplace_dot_v1_dot_marketplace__pb2.GetMarketStateRequest.SerializeToString,
                 response_deserializer=marketplace_dot_v1_dot_marketplace__pb2.GetMarketStateResponse.FromString,
                 _registered_method=True)
+        self.Withdraw = channel.unary_unary(
+                '/marketplace.v1.MarketService/Withdraw',
+                request_serializer=marketplace_dot_v1_dot_marketplace__pb2.WithdrawRequest.SerializeToString,
+                response_deserializer=marketplace_dot_v1_dot_marketplace__pb2.WithdrawResponse.FromString,
+                _registered_method=True)
+        self.WatchSales = channel.unary_stream(
+                '/marketplace.v1.MarketService/WatchSales',
+                request_serializer=marketplace_dot_v1_dot_marketplace__pb2.WatchSalesRequest.SerializeToString,
+                response_deserializer=marketplace_dot_v1_dot_marketplace__pb2.WatchSalesResponse.FromString,
+                _registered_method=True)
+        self.ListProducts = channel.unary_unary(
+                '/marketplace.v1.MarketService/ListProducts',
+                request_serializer=marketplace_dot_v1_dot_marketplace__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=marketplace_dot_v1_dot_marketplace__pb2.ListProductsResponse.FromString,
+                _registered_method=True)
+        self.SearchProducts = channel.unary_unary(
+                '/marketplace.v1.MarketService/SearchProducts',
+                request_serializer=marketplace_dot_v1_dot_marketplace__pb2.SearchProductsRequest.SerializeToString,
+                response_deserializer=marketplace_dot_v1_dot_marketplace__pb2.SearchProductsResponse.FromString,
+                _registered_method=True)
 
 
 class MarketServiceServicer:
@@ -116,8 +136,8 @@ class MarketServiceServicer:
     it expired.
 
     A FAILED_PRECONDITION on a cart carries the trailing metadata key
-    "marketplace-reason" with the value CART_ORDERED or CART_EXPIRED, so that a
-    client can react without parsing the message.
+    "marketplace-reason" with the value CART_ORDERED, CART_EXPIRED or
+    OVER_BUDGET, so that a client can react without parsing the message.
     """
 
     def RegisterProducer(self, request, context):
@@ -184,14 +204,58 @@ class MarketServiceServicer:
         INVALID_ARGUMENT for a malformed request; NOT_FOUND for an unknown cart
         id; FAILED_PRECONDITION for a cart that was already ordered or has
         expired (a retry with the same request_id returns the recorded order
-        instead).
+        instead), or whose total exceeds the budget it was created with (reason
+        OVER_BUDGET; the cart stays open and unchanged, so remove items and
+        place the order again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMarketState(self, request, context):
-        """Returns a snapshot of the whole market: shelves, open carts and totals.
+        """Returns the market's totals and one page of its shelves and open carts
+        (shelves first, then carts). Follow next_page_token for the rest; pages
+        are taken at different instants, the totals of each page at one instant.
+        Errors: INVALID_ARGUMENT for a malformed page token. Read-only; always
+        safe to retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Withdraw(self, request, context):
+        """Takes up to `quantity` items of a product off the producer's own shelf;
+        they leave the market. Errors: INVALID_ARGUMENT, NOT_FOUND as for
+        Publish. Safe to retry with the same request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSales(self, request, context):
+        """Streams the sales of the producer's items as orders are placed, from the
+        moment of the call until the client cancels it or the server stops.
+        Errors: NOT_FOUND for an unknown producer id; RESOURCE_EXHAUSTED when
+        the server already holds its maximum of waiting calls (retry later with
+        back-off). A sale is sent at most once; reconnecting does not replay
+        sales made while disconnected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProducts(self, request, context):
+        """Lists the products ever published, in the order they were first
+        published, one page at a time. Errors: INVALID_ARGUMENT for a malformed
+        page size or token. Read-only; always safe to retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchProducts(self, request, context):
+        """Lists the products that match every given filter, one page at a time.
+        Errors: INVALID_ARGUMENT for a malformed filter, page size or token.
         Read-only; always safe to retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -236,6 +300,26 @@ def add_MarketServiceServicer_to_server(servicer, server):
                     request_deserializer=marketplace_dot_v1_dot_marketplace__pb2.GetMarketStateRequest.FromString,
                     response_serializer=marketplace_dot_v1_dot_marketplace__pb2.GetMarketStateResponse.SerializeToString,
             ),
+            'Withdraw': grpc.unary_unary_rpc_method_handler(
+                    servicer.Withdraw,
+                    request_deserializer=marketplace_dot_v1_dot_marketplace__pb2.WithdrawRequest.FromString,
+                    response_serializer=marketplace_dot_v1_dot_marketplace__pb2.WithdrawResponse.SerializeToString,
+            ),
+            'WatchSales': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSales,
+                    request_deserializer=marketplace_dot_v1_dot_marketplace__pb2.WatchSalesRequest.FromString,
+                    response_serializer=marketplace_dot_v1_dot_marketplace__pb2.WatchSalesResponse.SerializeToString,
+            ),
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=marketplace_dot_v1_dot_marketplace__pb2.ListProductsRequest.FromString,
+                    response_serializer=marketplace_dot_v1_dot_marketplace__pb2.ListProductsResponse.SerializeToString,
+            ),
+            'SearchProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchProducts,
+                    request_deserializer=marketplace_dot_v1_dot_marketplace__pb2.SearchProductsRequest.FromString,
+                    response_serializer=marketplace_dot_v1_dot_marketplace__pb2.SearchProductsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'marketplace.v1.MarketService', rpc_method_handlers)
@@ -266,8 +350,8 @@ class MarketService:
     it expired.
 
     A FAILED_PRECONDITION on a cart carries the trailing metadata key
-    "marketplace-reason" with the value CART_ORDERED or CART_EXPIRED, so that a
-    client can react without parsing the message.
+    "marketplace-reason" with the value CART_ORDERED, CART_EXPIRED or
+    OVER_BUDGET, so that a client can react without parsing the message.
     """
 
     @staticmethod
@@ -449,6 +533,114 @@ class MarketService:
             '/marketplace.v1.MarketService/GetMarketState',
             marketplace_dot_v1_dot_marketplace__pb2.GetMarketStateRequest.SerializeToString,
             marketplace_dot_v1_dot_marketplace__pb2.GetMarketStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Withdraw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.v1.MarketService/Withdraw',
+            marketplace_dot_v1_dot_marketplace__pb2.WithdrawRequest.SerializeToString,
+            marketplace_dot_v1_dot_marketplace__pb2.WithdrawResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSales(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/marketplace.v1.MarketService/WatchSales',
+            marketplace_dot_v1_dot_marketplace__pb2.WatchSalesRequest.SerializeToString,
+            marketplace_dot_v1_dot_marketplace__pb2.WatchSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.v1.MarketService/ListProducts',
+            marketplace_dot_v1_dot_marketplace__pb2.ListProductsRequest.SerializeToString,
+            marketplace_dot_v1_dot_marketplace__pb2.ListProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.v1.MarketService/SearchProducts',
+            marketplace_dot_v1_dot_marketplace__pb2.SearchProductsRequest.SerializeToString,
+            marketplace_dot_v1_dot_marketplace__pb2.SearchProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,889 @@
+"""Keeps a market across crashes and restarts in an SQLite file (--data-dir).
+
+Design: a journal of calls at the servicer level, plus snapshots.
+
+- The market stays in memory, under its own lock, exactly as without a data
+  folder. `Journal.call` runs every mutating call under one more lock (the
+  order lock), so calls change the market one at a time in the order in which
+  their records are numbered. Each record holds the method, the request bytes,
+  the response bytes or the error, and the time; cart expiries by the lease
+  reaper get records of their own.
+- A writer thread commits queued records in batches, one transaction each
+  (group commit), and only then wakes the callers, so a reply is sent after
+  its record and every record before it are on disk. A call that waits for
+  the disk holds no lock, so concurrent calls share one fsync.
+- On start the latest snapshot is loaded and the records after it are
+  replayed, in order, into a fresh `core.Market`. Replay calls the same
+  servicer methods with the recorded time as the market's clock and with the
+  recorded producer and cart ids, so it rebuilds the state that the replies
+  came from. Each replayed outcome is compared with the recorded one, and a
+  difference is logged. The recorded responses of calls that carried a
+  request id refill the RequestLog, so a retry after a restart gets the
+  same response as before.
+- Every --snapshot-every records and at a clean stop, the writer thread saves
+  the whole market (`Market.export_state`) and deletes the records before it,
+  except those that still carry the response to a request id within
+  --retention seconds and the newest --request-ids of them. So the file
+  stays bounded: market size plus retained responses plus at most
+  --snapshot-every records.
+
+Time: the market's clock is the wall clock (seconds since the epoch), so
+lease deadlines are stored as wall-clock deadlines and the remaining lease
+carries over a restart. While the server is down, time runs on, so a cart
+whose deadline passed meanwhile expires at start. The clock that the market
+sees never goes back: after the system clock steps back, lease time stands
+still until the system clock catches up.
+
+AddToCart with wait_ms: a call that waits holds no lock. It is journaled as a
+series of AddToCart attempts without waiting, each when items may have
+arrived, plus a record of the final response for its request id. Each failed
+attempt counts in adds_refused.
+
+Durability: the database runs in WAL mode with synchronous=FULL, so a
+committed batch is fsynced before any caller is answered and survives a power
+loss, not only a killed process. Group commit keeps the cost near one fsync
+per batch rather than per call. GetMarketState may show a change a few
+milliseconds before it is durable, and a crash in between loses that change
+(its caller got no reply, so it retries).
+
+Damage: at start the file is checked read-only, before anything is written
+(PRAGMA integrity_check, a schema version row, a SHA-256 per snapshot, a
+CRC-32 per record, and unbroken record numbers after the snapshot). A failed
+check raises StoreError, which names the file and what to do, and leaves the
+file as it was. SQLite discards a torn or damaged tail of the WAL file on its
+own, as it must after a crash, so damage there loses the changes after it
+without an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from marketplace.v1 import marketplace_pb2 as pb
+
+from . import core
+from .requests import RequestLog
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+APPLICATION = "marketplace-server"
+DATABASE_NAME = "market.sqlite3"
+LOCK_NAME = "market.lock"
+
+# Record kinds. A "call" is replayed and, with a request id, also refills the
+# RequestLog; an "answer" only refills it; "settings" and "expire" are
+# replayed.
+CALL, ANSWER, SETTINGS, EXPIRE = "call", "answer", "settings", "expire"
+
+# Calls whose record can put items back on a shelf, which is what an
+# AddToCart that waits for items waits for.
+_FILLING_METHODS = frozenset({"Publish", "RemoveFromCart"})
+# Divergences logged one by one at start; the rest are only counted.
+_LOGGED_DIVERGENCES = 10
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY,
+    wall REAL NOT NULL,
+    kind TEXT NOT NULL,
+    method TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    request BLOB NOT NULL,
+    auth BLOB NOT NULL,
+    ok INTEGER NOT NULL,
+    outcome BLOB NOT NULL,
+    crc INTEGER NOT NULL
+);
+CREATE TABLE snapshot (
+    seq INTEGER PRIMARY KEY,
+    wall REAL NOT NULL,
+    state BLOB NOT NULL,
+    sha256 BLOB NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The data folder cannot be used; the message names the file and the fix."""
+
+
+class JournalFailed(RuntimeError):
+    """A change could not be written to disk, so the server must stop."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings that change how calls are answered, so replay needs them."""
+
+    capacity: int
+    lease_seconds: float
+    limits: core.Limits
+
+    def to_json(self) -> bytes:
+        data = {
+            "capacity": self.capacity,
+            "lease_seconds": self.lease_seconds,
+            "limits": dataclasses.asdict(self.limits),
+        }
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, text: bytes) -> Settings:
+        data = json.loads(text)
+        return cls(data["capacity"], data["lease_seconds"], core.Limits(**data["limits"]))
+
+    @classmethod
+    def of(cls, market: core.Market) -> Settings:
+        return cls(market.capacity, market.lease_seconds, market.limits)
+
+    def apply(self, market: core.Market) -> None:
+        market.capacity = self.capacity
+        market.lease_seconds = self.lease_seconds
+        market.limits = self.limits
+
+
+@dataclass
+class Record:
+    """One journal row."""
+
+    seq: int
+    wall: float
+    kind: str
+    method: str = ""
+    request_id: str = ""
+    request: bytes = b""
+    auth: bytes = b""
+    ok: bool = True
+    outcome: bytes = b""
+
+    def crc(self) -> int:
+        """Return a CRC-32 over every field, stored with the row to detect damage."""
+        crc = zlib.crc32(struct.pack("<qd", self.seq, self.wall))
+        for part in (
+            self.kind.encode(),
+            self.method.encode(),
+            self.request_id.encode(),
+            self.request,
+            self.auth,
+            b"\x01" if self.ok else b"\x00",
+            self.outcome,
+        ):
+            crc = zlib.crc32(struct.pack("<q", len(part)) + part, crc)
+        return crc
+
+    def row(self) -> tuple:
+        return (
+            self.seq,
+            self.wall,
+            self.kind,
+            self.method,
+            self.request_id,
+            self.request,
+            self.auth,
+            int(self.ok),
+            self.outcome,
+            self.crc(),
+        )
+
+
+@dataclass
+class Snapshot:
+    seq: int
+    wall: float
+    settings: Settings
+    market: dict
+
+
+class Store:
+    """The SQLite database of one data folder, used by one server at a time."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.abspath(directory)
+        self.path = os.path.join(self.directory, DATABASE_NAME)
+        self._lock_file: int | None = None
+        self._connection: sqlite3.Connection | None = None
+
+    # Opening and checking.
+
+    def lock(self) -> None:
+        """Create the folder if needed and lock it against a second server."""
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            descriptor = os.open(
+                os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600
+            )
+        except OSError as error:
+            raise StoreError(
+                f"cannot use --data-dir {self.directory}: {error.strerror or error}; "
+                "give a folder this user can create and write"
+            ) from error
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(descriptor)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise StoreError(
+                    f"--data-dir {self.directory} is in use by another "
+                    "marketplace-server; stop that server or give another folder"
+                ) from error
+            raise
+        self._lock_file = descriptor
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def read(self) -> tuple[Snapshot | None, list[Record]]:
+        """Check the whole file read-only; return the latest snapshot and all records.
+
+        Raises StoreError, with the file left as it was, when a check fails.
+        """
+        try:
+            reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            raise self._damaged(f"it cannot be opened: {error}") from error
+        try:
+            return self._read(reader)
+        except sqlite3.DatabaseError as error:
+            raise self._damaged(f"SQLite reports: {error}") from error
+        finally:
+            reader.close()
+
+    def _read(self, reader: sqlite3.Connection) -> tuple[Snapshot | None, list[Record]]:
+        problems = [row[0] for row in reader.execute("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise self._damaged("PRAGMA integrity_check reports: " + "; ".join(problems[:3]))
+        tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_schema")}
+        if not {"meta", "journal", "snapshot"} <= tables:
+            raise self._damaged(
+                "it is not a marketplace-server database (its tables are missing)"
+            )
+        meta = dict(reader.execute("SELECT key, value FROM meta"))
+        if meta.get("application") != APPLICATION or "schema_version" not in meta:
+            raise self._damaged("its meta table has no marketplace-server schema version")
+        if meta["schema_version"] != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path} has schema version {meta['schema_version']}, and this "
+                f"server reads version {SCHEMA_VERSION}; run the server version "
+                "that wrote it, or move the file away to start an empty market"
+            )
+
+        snapshot = None
+        row = reader.execute(
+            "SELECT seq, wall, state, sha256 FROM snapshot ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            seq, wall, blob, digest = row
+            if hashlib.sha256(blob).digest() != digest:
+                raise self._damaged(f"the snapshot after record {seq} fails its SHA-256")
+            data = json.loads(zlib.decompress(blob))
+            settings = Settings.from_json(json.dumps(data["settings"]).encode())
+            snapshot = Snapshot(seq, wall, settings, data["market"])
+
+        records = []
+        expected = snapshot.seq + 1 if snapshot else 1
+        for row in reader.execute(
+            "SELECT seq, wall, kind, method, request_id, request, auth, ok, outcome, crc"
+            " FROM journal ORDER BY seq"
+        ):
+            record = Record(*row[:7], bool(row[7]), row[8])
+            if record.crc() != row[9]:
+                raise self._damaged(f"record {record.seq} fails its CRC-32")
+            if snapshot is None or record.seq > snapshot.seq:
+                if record.seq != expected:
+                    raise self._damaged(
+                        f"records {expected} to {record.seq - 1} are missing"
+                    )
+                expected += 1
+            records.append(record)
+        return snapshot, records
+
+    def _damaged(self, detail: str) -> StoreError:
+        return StoreError(
+            f"{self.path} is damaged: {detail}. The server did not change it. Move "
+            f"it away, with its -wal and -shm files if any, to start an empty "
+            "market, or restore it from a backup; then start the server again"
+        )
+
+    def open(self) -> None:
+        """Open the database for writing, creating it when it does not exist."""
+        fresh = not self.exists()
+        if fresh:
+            # Created here so that only this user can read the secret ids in it.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False
+        )
+        if fresh:
+            # Must precede the first table; lets compaction give pages back.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{self.path}: SQLite cannot use WAL mode here ({mode})")
+        # FULL: each commit is fsynced before callers are answered, so an
+        # acknowledged call survives a power loss too. Group commit pays
+        # for it once per batch.
+        connection.execute("PRAGMA synchronous = FULL")
+        # Truncate the WAL file back to this size after each checkpoint.
+        connection.execute("PRAGMA journal_size_limit = 16777216")
+        if fresh:
+            connection.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
+            )
+            connection.execute("COMMIT")
+        self._connection = connection
+
+    # Writing, from the journal's writer thread only.
+
+    def append(
+        self,
+        records: list[Record],
+        snapshot: bytes | None = None,
+        snapshot_seq: int = 0,
+        snapshot_wall: float = 0.0,
+        keep_after: float = 0.0,
+        max_answers: int = 0,
+    ) -> None:
+        """Commit `records`, and a snapshot with compaction if given, in one transaction.
+
+        The snapshot covers records up to `snapshot_seq`. Compaction keeps
+        of those only the ones with a request id, recorded at `keep_after` or
+        later, and among the newest `max_answers` with a request id.
+        """
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.executemany(
+                "INSERT INTO journal (seq, wall, kind, method, request_id, request,"
+                " auth, ok, outcome, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [record.row() for record in records],
+            )
+            if snapshot is not None:
+                self._compact(snapshot, snapshot_seq, snapshot_wall, keep_after, max_answers)
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+        if snapshot is not None:
+            connection.execute("PRAGMA incremental_vacuum")
+
+    def _compact(
+        self, blob: bytes, seq: int, wall: float, keep_after: float, max_answers: int
+    ) -> None:
+        connection = self._connection
+        connection.execute(
+            "INSERT INTO snapshot (seq, wall, state, sha256) VALUES (?, ?, ?, ?)",
+            (seq, wall, blob, hashlib.sha256(blob).digest()),
+        )
+        connection.execute("DELETE FROM snapshot WHERE seq < ?", (seq,))
+        # Records up to the snapshot stay only to return responses to retried
+        # request ids: those within the retention time, and of those the
+        # newest max_answers (counting the records after the snapshot too).
+        connection.execute(
+            "DELETE FROM journal WHERE seq <= ? AND (request_id = '' OR wall < ?)",
+            (seq, keep_after),
+        )
+        oldest_kept = connection.execute(
+            "SELECT seq FROM journal WHERE request_id != '' ORDER BY seq DESC"
+            " LIMIT 1 OFFSET ?",
+            (max(0, max_answers - 1),),
+        ).fetchone()
+        if oldest_kept is not None:
+            connection.execute(
+                "DELETE FROM journal WHERE seq <= ? AND seq < ?", (seq, oldest_kept[0])
+            )
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._connection.close()
+            self._connection = None
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+
+class _ReplayContext:
+    """Stands in for the gRPC context of a recorded call during replay."""
+
+    def __init__(self, auth: bytes) -> None:
+        self._auth = _decode_auth(auth)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+    def is_active(self) -> bool:
+        return True
+
+    def peer(self) -> str:
+        return "journal replay"
+
+    def set_trailing_metadata(self, metadata) -> None:
+        pass
+
+
+class Journal:
+    """Orders, records and commits the changes of one market; replays them at start.
+
+    Use: `Journal.open(folder)`, then `restore(...)` to get the market, then
+    `call` for every mutating call and `expire_carts` for the lease reaper,
+    and `close()` after the server stopped.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        snapshot_every: int = 20_000,
+        retention: float = 600.0,
+        max_answers: int = 100_000,
+        max_wait: float = 10.0,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.snapshot_every = snapshot_every
+        self.retention = retention
+        self.max_answers = max_answers
+        self.max_wait = max_wait
+        self.on_failure = on_failure
+        self.market: core.Market | None = None
+
+        # Held while a call changes the market and its record is queued, so
+        # that record numbers follow the order of the changes. Never held
+        # while waiting for the disk.
+        self._order = threading.Lock()
+        self._now = 0.0
+        self._last_seq = 0
+        self._since_snapshot = 0
+        # Guards the fields below; the writer thread waits on it for records
+        # and the callers for their commit.
+        self._changed = threading.Condition()
+        self._queue: list[Record] = []
+        self._committed = 0
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._snapshot_due = False
+        self._fills = 0
+        self._writer: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, directory: str, **options) -> Journal:
+        """Lock and check the data folder; raise StoreError when it is unusable."""
+        store = Store(directory)
+        store.lock()
+        return cls(store, **options)
+
+    def clock(self) -> float:
+        """Return the market's time: the wall time of the call being applied."""
+        return self._now
+
+    # Start.
+
+    def restore(
+        self,
+        settings: Settings,
+        request_log: RequestLog,
+        make_servicer: Callable[[core.Market], object],
+    ) -> core.Market:
+        """Rebuild the market from the folder, refill `request_log`, start writing.
+
+        `make_servicer(market)` returns the servicer whose methods replay
+        the recorded calls. The market gets `settings`; when they differ from
+        those recorded, a settings record says so from here on.
+        """
+        snapshot, records = (None, []) if not self.store.exists() else self.store.read()
+        started = time.monotonic()
+        market = core.Market(
+            settings.capacity,
+            limits=settings.limits,
+            lease_seconds=settings.lease_seconds,
+            clock=self.clock,
+        )
+        if snapshot is not None:
+            snapshot.settings.apply(market)
+            market.import_state(snapshot.market)
+            self._last_seq = snapshot.seq
+            self._now = snapshot.wall
+        servicer = make_servicer(market)
+        replayed = divergences = 0
+        with _quiet(logging.getLogger(type(servicer).__module__)):
+            for record in records:
+                self._now = max(self._now, record.wall)
+                if snapshot is None or record.seq > snapshot.seq:
+                    self._last_seq = record.seq
+                    replayed += 1
+                    if not _replay(market, servicer, record):
+                        divergences += 1
+                        if divergences <= _LOGGED_DIVERGENCES:
+                            log.warning(
+                                "replayed record %d (%s %s) gave another outcome "
+                                "than recorded; the market follows the replay",
+                                record.seq,
+                                record.kind,
+                                record.method,
+                            )
+                if record.request_id:
+                    _restore_answer(request_log, record, time.time() - record.wall)
+        if divergences:
+            log.warning("%d replayed records gave another outcome", divergences)
+
+        self.market = market
+        self.store.open()
+        if records or snapshot is not None:
+            state = market.stats()
+            log.info(
+                "data folder %s: loaded %s and replayed %d records in %.2f s; "
+                "%d orders, %d items published, %d open carts",
+                self.store.directory,
+                f"the snapshot after record {snapshot.seq}" if snapshot else "no snapshot",
+                replayed,
+                time.monotonic() - started,
+                state.orders,
+                state.items_published,
+                state.open_carts,
+            )
+        else:
+            log.info("data folder %s: new, empty market", self.store.directory)
+        self._writer = threading.Thread(
+            target=self._write_forever, name="journal-writer", daemon=True
+        )
+        self._writer.start()
+        recorded = Settings.of(market)
+        if recorded != settings or not (records or snapshot):
+            if records or snapshot:
+                log.info("settings changed since the last run; they apply from now on")
+            with self._order:
+                self._tick()
+                settings.apply(market)
+                seq = self._append(Record(0, 0.0, SETTINGS, outcome=settings.to_json()))
+            self._wait(seq)
+        return market
+
+    # Calls.
+
+    def call(
+        self,
+        method_name: str,
+        request,
+        raw: bytes,
+        context,
+        method: Callable,
+        waiter_slot: Callable[[str], contextlib.AbstractContextManager] | None = None,
+    ):
+        """Apply `method(request, context)`, record it, and return after COMMIT.
+
+        Raises what the method raises; a core.MarketError is recorded too,
+        because some, such as an expired cart, come with a change.
+        """
+        if method_name == "AddToCart" and request.wait_ms > 0:
+            return self._call_waiting_add(request, raw, context, method, waiter_slot)
+        record = Record(
+            0,
+            0.0,
+            CALL,
+            method_name,
+            request.request_id,
+            raw,
+            _encode_auth(context),
+        )
+        response, error = self._apply(record, lambda: method(request, context))
+        if error is not None:
+            raise error
+        return response
+
+    def expire_carts(self) -> list[str]:
+        """Expire the carts whose lease ran out, and record it; return their labels."""
+        with self._order:
+            self._check_usable()
+            self._tick()
+            labels = self.market.expire_carts()
+            if labels:
+                self._append(Record(0, 0.0, EXPIRE, outcome=json.dumps(labels).encode()))
+        return labels
+
+    def _apply(self, record: Record, apply: Callable, wait: bool = True):
+        """Run `apply` under the order lock, queue its record, wait for COMMIT."""
+        with self._order:
+            self._check_usable()
+            self._tick()
+            error = None
+            try:
+                response = apply()
+            except core.MarketError as caught:
+                response, error = None, caught
+                record.ok, record.outcome = False, _encode_error(caught)
+            else:
+                record.outcome = response.SerializeToString()
+            seq = self._append(record)
+        if wait:
+            self._wait(seq)
+        return response, error
+
+    def _call_waiting_add(self, request, raw, context, method, waiter_slot):
+        """Serve an AddToCart that may wait, as attempts that do not wait."""
+        wait = min(request.wait_ms / 1000, self.max_wait, self.market.lease_seconds / 2)
+        attempt = type(request)()
+        attempt.CopyFrom(request)
+        attempt.wait_ms = 0
+        attempt_bytes = attempt.SerializeToString()
+        auth = _encode_auth(context)
+        deadline = time.monotonic() + wait
+        slot = waiter_slot("AddToCart with wait_ms") if waiter_slot else contextlib.nullcontext()
+        with slot:
+            while True:
+                with self._changed:
+                    fills = self._fills
+                record = Record(0, 0.0, CALL, "AddToCart", "", attempt_bytes, auth)
+                response, error = self._apply(
+                    record, lambda: method(attempt, context), wait=False
+                )
+                if error is not None or response.added > 0:
+                    break
+                if not self._wait_for_fill(fills, deadline, context):
+                    break
+        answer = Record(0, 0.0, ANSWER, "AddToCart", request.request_id, raw, auth)
+        answer.ok = error is None
+        answer.outcome = response.SerializeToString() if error is None else _encode_error(error)
+        with self._order:
+            self._check_usable()
+            seq = self._append(answer)
+        self._wait(seq)
+        if error is not None:
+            raise error
+        return response
+
+    def _wait_for_fill(self, fills: int, deadline: float, context) -> bool:
+        """Wait until items may have reached a shelf; False once the wait is over."""
+        with self._changed:
+            while self._fills == fills:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (context is not None and not context.is_active()):
+                    return False
+                self._changed.wait(min(remaining, 0.2))
+        return True
+
+    # Queue and writer thread.
+
+    def _tick(self) -> None:
+        self._now = max(self._now, time.time())
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise JournalFailed(f"the data folder cannot be written: {self._failure}")
+        if self._closing:
+            raise JournalFailed("the journal is closed")
+
+    def _append(self, record: Record) -> int:
+        """Number and queue a record; the caller holds the order lock."""
+        self._last_seq += 1
+        record.seq = self._last_seq
+        record.wall = self._now
+        self._since_snapshot += 1
+        with self._changed:
+            self._queue.append(record)
+            if self._since_snapshot >= self.snapshot_every:
+                self._snapshot_due = True
+            if record.kind == EXPIRE or (
+                record.kind == CALL
+                and (record.method in _FILLING_METHODS or not record.ok)
+            ):
+                self._fills += 1
+            self._changed.notify_all()
+        return record.seq
+
+    def _wait(self, seq: int) -> None:
+        with self._changed:
+            while self._committed < seq and self._failure is None:
+                self._changed.wait()
+            if self._committed < seq:
+                raise JournalFailed(f"the data folder cannot be written: {self._failure}")
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._queue or self._snapshot_due or self._closing):
+                    self._changed.wait()
+                batch, self._queue = self._queue, []
+                snapshot, closing = self._snapshot_due, self._closing
+            try:
+                if snapshot or closing:
+                    batch = self._write_snapshot(batch)
+                elif batch:
+                    self.store.append(batch)
+            except Exception as error:
+                log.error(
+                    "cannot write to %s: %s; the server stops, and acknowledged "
+                    "calls up to record %d are safe",
+                    self.store.path,
+                    error,
+                    self._committed,
+                )
+                with self._changed:
+                    self._failure = error
+                    self._changed.notify_all()
+                if self.on_failure is not None:
+                    self.on_failure(error)
+                return
+            with self._changed:
+                if batch:
+                    self._committed = batch[-1].seq
+                self._changed.notify_all()
+                if closing and not self._queue:
+                    return
+
+    def _write_snapshot(self, batch: list[Record]) -> list[Record]:
+        """Save the whole market with the queued records, and compact."""
+        with self._order:
+            state = self.market.export_state()
+            settings = Settings.of(self.market)
+            seq, wall = self._last_seq, self._now
+            self._since_snapshot = 0
+            with self._changed:
+                batch += self._queue
+                self._queue = []
+                self._snapshot_due = False
+        data = {"settings": json.loads(settings.to_json()), "market": state}
+        blob = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
+        self.store.append(
+            batch,
+            snapshot=blob,
+            snapshot_seq=seq,
+            snapshot_wall=wall,
+            keep_after=wall - self.retention,
+            max_answers=self.max_answers,
+        )
+        log.debug("snapshot after record %d: %d bytes", seq, len(blob))
+        return batch
+
+    def close(self) -> None:
+        """Write the queued records and a final snapshot, then close the file."""
+        if self._writer is not None:
+            with self._changed:
+                self._closing = True
+                self._changed.notify_all()
+            self._writer.join()
+        self.store.close()
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+
+def _replay(market: core.Market, servicer, record: Record) -> bool:
+    """Apply one record to the market; return whether the outcome matches."""
+    if record.kind == SETTINGS:
+        Settings.from_json(record.outcome).apply(market)
+        return True
+    if record.kind == EXPIRE:
+        return market.expire_carts() == json.loads(record.outcome)
+    if record.kind != CALL:
+        return True
+    request = getattr(pb, record.method + "Request").FromString(record.request)
+    if record.method == "AddToCart":
+        request.wait_ms = 0
+    forced = {}
+    if record.ok and record.method in ("RegisterProducer", "CreateCart"):
+        response = _parse_response(record)
+        if record.method == "RegisterProducer":
+            forced["producer_id"] = response.producer_id
+        else:
+            forced["cart_id"] = response.cart_id
+    try:
+        response = getattr(servicer, record.method)(
+            request, _ReplayContext(record.auth), **forced
+        )
+    except core.MarketError as error:
+        return not record.ok and _encode_error(error) == record.outcome
+    return record.ok and response.SerializeToString() == record.outcome
+
+
+def _restore_answer(request_log: RequestLog, record: Record, age: float) -> None:
+    if record.ok:
+        result, error = _parse_response(record), None
+    else:
+        result, error = None, _decode_error(record.outcome)
+        if error is None:
+            return
+    request_log.restore(
+        record.method, record.request_id, record.request, result, error, age
+    )
+
+
+def _parse_response(record: Record):
+    return getattr(pb, record.method + "Response").FromString(record.outcome)
+
+
+def _encode_error(error: core.MarketError) -> bytes:
+    return json.dumps({"type": type(error).__name__, "message": str(error)}).encode()
+
+
+def _decode_error(outcome: bytes) -> core.MarketError | None:
+    data = json.loads(outcome)
+    classes = {cls.__name__: cls for cls in _subclasses(core.MarketError)}
+    cls = classes.get(data["type"])
+    return cls(data["message"]) if cls is not None else None
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+def _encode_auth(context) -> bytes:
+    """Return the caller's TLS client certificate properties, b"" without one.
+
+    The servicer derives who may use a producer name or a cart from these
+    properties (see security.peer_identity), so replay needs them.
+    """
+    if context is None:
+        return b""
+    properties = context.auth_context()
+    if not properties.get("x509_pem_cert"):
+        return b""
+    return json.dumps(
+        {key: [value.hex() for value in values] for key, values in properties.items()},
+        sort_keys=True,
+    ).encode()
+
+
+def _decode_auth(auth: bytes) -> dict[str, list[bytes]]:
+    if not auth:
+        return {}
+    return {
+        key: [bytes.fromhex(value) for value in values]
+        for key, values in json.loads(auth).items()
+    }
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    """Silence a logger's INFO lines, such as one per order, during replay."""
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
