@@ -43,3 +43,29 @@ def test_bundled_example_runs():
     lines = result.stdout.splitlines()
     assert len(lines) == 9
     assert all(" bought " in line for line in lines)
+
+
+def test_classic_scenarios_at_time_scale_one():
+    # All six run side by side, so the test takes about as long as the
+    # slowest scenario rather than their sum.
+    runs = {
+        name: subprocess.Popen(
+            [
+                "bash",
+                str(ROOT / "scripts" / "simulate.sh"),
+                str(CLASSIC / f"{name}.json"),
+                "--timeout",
+                "240",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in SCENARIOS
+    }
+    results = {name: run.communicate(timeout=300) for name, run in runs.items()}
+
+    for name, (stdout, stderr) in results.items():
+        assert runs[name].returncode == 0, f"{name}: {stderr}"
+        expected = (CLASSIC / f"{name}.expected").read_text().splitlines()
+        assert sorted(stdout.splitlines()) == sorted(expected), name
