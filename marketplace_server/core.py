@@ -1,7 +1,9 @@
 """The market's state and rules, with no transport: shelves, carts and orders.
 
-Every operation costs time independent of the number of products, shelves and
-carts, except `snapshot`, which copies the whole market.
+Every operation that moves items costs time independent of the number of
+products, shelves and carts. Only the read-only views cost more: `snapshot`
+copies the whole market, `state_page` and `list_products` cost the page's
+offset plus its size, and `search_products` reads the catalogue.
 """
 
 from __future__ import annotations
@@ -318,7 +320,7 @@ class Market:
 
         # Held whenever any state below is read or changed, and never across
         # I/O or logging. It keeps one invariant for every product: items
-        # published = items on shelves + items in open carts + items ordered.
+        # published = items on shelves + in open carts + ordered + withdrawn.
         self._lock = threading.Lock()
         # Notified whenever items land on a shelf; AddToCart calls that wait
         # for a product wait on it.
@@ -494,7 +496,7 @@ class Market:
     ) -> int:
         """Move up to `quantity` items from any shelves into the cart.
 
-        Returns the number moved, 0 when no shelf holds the product. A product
+        Returns the number moved, 0 when no shelf has the product. A product
         id never published is not an error, because a producer may publish it
         later. With `wait` > 0, waits up to that many seconds for the first
         item, and gives up early once `is_active()` returns False.
