@@ -226,6 +226,13 @@ def _check_name(value: str, field_name: str, max_length: int) -> None:
             f"{field_name} is {len(value)} characters long; "
             f"the maximum is {max_length}"
         )
+    if not value.isprintable():
+        # Names end up in logs and displays, where a newline or an escape
+        # sequence could forge a line.
+        raise InvalidArgument(
+            f"{field_name} {value!r} contains control characters; "
+            "use printable text"
+        )
 
 
 def _check_quantity(quantity: int, limits: Limits) -> None:
@@ -254,14 +261,7 @@ def check_product(product: Product, limits: Limits = Limits()) -> None:
             f"product.price.nanos {price.nanos} is out of range; "
             f"give 0 to {NANOS_PER_UNIT - 1}"
         )
-    if price.currency_code and not (
-        len(price.currency_code) == 3 and price.currency_code.isascii()
-        and price.currency_code.isalpha() and price.currency_code.isupper()
-    ):
-        raise InvalidArgument(
-            f"product.price.currency_code {price.currency_code!r} is not a "
-            "three-letter ISO 4217 code such as 'EUR'; give one or leave it empty"
-        )
+    _check_currency(price.currency_code, "product.price.currency_code")
 
     if len(product.attributes) > limits.max_attributes:
         raise InvalidArgument(
@@ -325,6 +325,8 @@ class Market:
         # Notified whenever items land on a shelf; AddToCart calls that wait
         # for a product wait on it.
         self._product_available = threading.Condition(self._lock)
+        # Set when the server stops, so that waiting adds answer at once.
+        self._stopping = False
         self._products: dict[str, Product] = {}
         # Product ids in the order they were first published, for paging.
         self._product_order: list[str] = []
@@ -466,6 +468,12 @@ class Market:
             cart = self._carts.get(cart_id)
             return cart.label if cart is not None else "unknown cart"
 
+    def stop_waiting(self) -> None:
+        """Make every waiting add return now, and later ones not wait."""
+        with self._lock:
+            self._stopping = True
+            self._product_available.notify_all()
+
     def expire_carts(self) -> list[str]:
         """Close every cart whose lease has run out; return their labels.
 
@@ -511,7 +519,9 @@ class Market:
             added = self._add_now(cart_id, product_id, quantity)
             while added == 0:
                 remaining = deadline - self._clock()
-                if remaining <= 0 or (is_active is not None and not is_active()):
+                if remaining <= 0 or self._stopping:
+                    break
+                if is_active is not None and not is_active():
                     break
                 # Wake at least 5 times a second to notice a cancelled caller.
                 self._product_available.wait(min(remaining, 0.2))
@@ -1029,7 +1039,18 @@ def format_money(money: Money) -> str:
     return f"{text} {money.currency_code}" if money.currency_code else text
 
 
+def _check_currency(code: str, field_name: str) -> None:
+    if code and not (
+        len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+    ):
+        raise InvalidArgument(
+            f"{field_name} {code!r} is not a three-letter ISO 4217 code such as "
+            "'EUR'; give one or leave it empty"
+        )
+
+
 def _check_money(money: Money, field_name: str) -> None:
+    _check_currency(money.currency_code, f"{field_name}.currency_code")
     if not 0 <= money.units <= MAX_PRICE_UNITS:
         raise InvalidArgument(
             f"{field_name}.units {money.units} is out of range; "

@@ -5,54 +5,65 @@ Design: a journal of calls at the servicer level, plus snapshots.
 - The market stays in memory, under its own lock, exactly as without a data
   folder. `Journal.call` runs every mutating call under one more lock (the
   order lock), so calls change the market one at a time in the order in which
-  their records are numbered. Each record holds the method, the request bytes,
-  the response bytes or the error, and the time; cart expiries by the lease
-  reaper get records of their own.
-- A writer thread commits queued records in batches, one transaction each
-  (group commit), and only then wakes the callers, so a reply is sent after
-  its record and every record before it are on disk. A call that waits for
-  the disk holds no lock, so concurrent calls share one fsync.
-- On start the latest snapshot is loaded and the records after it are
+  their records are numbered. A record contains the method, the request bytes,
+  the response bytes or the error, the time, and the client certificate when
+  there is one. Rejected calls are recorded too, because some rejections
+  change the market (a call on a cart whose lease ran out expires it). Cart
+  expiries by the lease reaper get records of their own.
+- A writer thread commits the queued records in batches, one transaction
+  each (group commit), and only then wakes their callers. So a reply is sent
+  only after its record and every record before it are on disk. A caller
+  waits for the disk without holding a lock, so concurrent calls share one
+  fsync.
+- At start the latest snapshot is loaded and the records after it are
   replayed, in order, into a fresh `core.Market`. Replay calls the same
-  servicer methods with the recorded time as the market's clock and with the
+  servicer methods, with the recorded time as the market's clock and with the
   recorded producer and cart ids, so it rebuilds the state that the replies
   came from. Each replayed outcome is compared with the recorded one, and a
-  difference is logged. The recorded responses of calls that carried a
-  request id refill the RequestLog, so a retry after a restart gets the
-  same response as before.
+  difference is logged (the market then follows the replay). The recorded
+  responses of calls with a request id refill the RequestLog, so a retry
+  after a restart gets the same response as before.
 - Every --snapshot-every records and at a clean stop, the writer thread saves
-  the whole market (`Market.export_state`) and deletes the records before it,
-  except those that still carry the response to a request id within
-  --retention seconds and the newest --request-ids of them. So the file
-  stays bounded: market size plus retained responses plus at most
-  --snapshot-every records.
+  the whole market (`Market.export_state`) and deletes the records before it.
+  It keeps only the records that carry the response to a request id, at most
+  --retention seconds old and the newest --request-ids of them. So the file
+  holds the market, those responses and fewer than --snapshot-every further
+  records. The market itself stays bounded by the server's limits, and it
+  remembers at most core.REMEMBERED_CLOSED_CARTS ordered or expired carts.
 
 Time: the market's clock is the wall clock (seconds since the epoch), so
 lease deadlines are stored as wall-clock deadlines and the remaining lease
-carries over a restart. While the server is down, time runs on, so a cart
+carries over a restart. Time runs on while the server is down, so a cart
 whose deadline passed meanwhile expires at start. The clock that the market
 sees never goes back: after the system clock steps back, lease time stands
 still until the system clock catches up.
 
-AddToCart with wait_ms: a call that waits holds no lock. It is journaled as a
-series of AddToCart attempts without waiting, each when items may have
-arrived, plus a record of the final response for its request id. Each failed
-attempt counts in adds_refused.
+AddToCart with wait_ms: a waiting call must not hold the order lock, or no
+publish could reach it. It is journaled as a series of AddToCart attempts
+without waiting: one at the start, and one after each publish, removal,
+expiry or rejected call (which may have expired a cart). A last record
+stores its final response for its request id. Every failed attempt counts
+in adds_refused.
 
-Durability: the database runs in WAL mode with synchronous=FULL, so a
-committed batch is fsynced before any caller is answered and survives a power
-loss, not only a killed process. Group commit keeps the cost near one fsync
-per batch rather than per call. GetMarketState may show a change a few
-milliseconds before it is durable, and a crash in between loses that change
-(its caller got no reply, so it retries).
+Durability: the database runs in WAL mode with synchronous=FULL, so each
+committed batch is fsynced before its callers are answered and survives a
+power loss, not only a killed process, as far as the disk honours fsync.
+Group commit pays for that once per batch rather than once per call.
+GetMarketState may show a change a few milliseconds before it is on disk. A
+crash in between loses the change, but its caller got no reply and retries.
+When a write fails, the server stops: the calls waiting for that write get
+INTERNAL, and every call answered before is on disk.
 
-Damage: at start the file is checked read-only, before anything is written
-(PRAGMA integrity_check, a schema version row, a SHA-256 per snapshot, a
-CRC-32 per record, and unbroken record numbers after the snapshot). A failed
+Damage: at start the file is checked read-only, before anything is written:
+PRAGMA integrity_check, a schema version row, a SHA-256 per snapshot, a
+CRC-32 per record, and unbroken record numbers after the snapshot. A failed
 check raises StoreError, which names the file and what to do, and leaves the
-file as it was. SQLite discards a torn or damaged tail of the WAL file on its
-own, as it must after a crash, so damage there loses the changes after it
+file as it was. SQLite itself discards a torn or damaged tail of the WAL
+file, as it must after a crash, so damage there loses the changes after it
 without an error.
+
+The file holds the secret producer and cart ids, so it is created readable
+by its owner only.
 """
 
 from __future__ import annotations
@@ -146,7 +157,10 @@ class Settings:
     @classmethod
     def from_json(cls, text: bytes) -> Settings:
         data = json.loads(text)
-        return cls(data["capacity"], data["lease_seconds"], core.Limits(**data["limits"]))
+        # Limits added or removed since the file was written take their defaults.
+        known = {field.name for field in dataclasses.fields(core.Limits)}
+        limits = {key: value for key, value in data["limits"].items() if key in known}
+        return cls(data["capacity"], data["lease_seconds"], core.Limits(**limits))
 
     @classmethod
     def of(cls, market: core.Market) -> Settings:
@@ -267,7 +281,8 @@ class Store:
     def _read(self, reader: sqlite3.Connection) -> tuple[Snapshot | None, list[Record]]:
         problems = [row[0] for row in reader.execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
-            raise self._damaged("PRAGMA integrity_check reports: " + "; ".join(problems[:3]))
+            detail = "; ".join(problems[:3])
+            raise self._damaged(f"PRAGMA integrity_check reports: {detail}")
         tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_schema")}
         if not {"meta", "journal", "snapshot"} <= tables:
             raise self._damaged(
@@ -275,7 +290,7 @@ class Store:
             )
         meta = dict(reader.execute("SELECT key, value FROM meta"))
         if meta.get("application") != APPLICATION or "schema_version" not in meta:
-            raise self._damaged("its meta table has no marketplace-server schema version")
+            raise self._damaged("its meta table has no schema version")
         if meta["schema_version"] != str(SCHEMA_VERSION):
             raise StoreError(
                 f"{self.path} has schema version {meta['schema_version']}, and this "
@@ -290,7 +305,7 @@ class Store:
         if row is not None:
             seq, wall, blob, digest = row
             if hashlib.sha256(blob).digest() != digest:
-                raise self._damaged(f"the snapshot after record {seq} fails its SHA-256")
+                raise self._damaged(f"the snapshot of record {seq} fails its SHA-256")
             data = json.loads(zlib.decompress(blob))
             settings = Settings.from_json(json.dumps(data["settings"]).encode())
             snapshot = Snapshot(seq, wall, settings, data["market"])
@@ -298,8 +313,8 @@ class Store:
         records = []
         expected = snapshot.seq + 1 if snapshot else 1
         for row in reader.execute(
-            "SELECT seq, wall, kind, method, request_id, request, auth, ok, outcome, crc"
-            " FROM journal ORDER BY seq"
+            "SELECT seq, wall, kind, method, request_id, request, auth, ok, outcome,"
+            " crc FROM journal ORDER BY seq"
         ):
             record = Record(*row[:7], bool(row[7]), row[8])
             if record.crc() != row[9]:
@@ -322,26 +337,46 @@ class Store:
 
     def open(self) -> None:
         """Open the database for writing, creating it when it does not exist."""
-        fresh = not self.exists()
-        if fresh:
-            # Created here so that only this user can read the secret ids in it.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        if not self.exists():
+            wal = self.path + "-wal"
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                # SQLite would apply these pages to the new, empty database.
+                raise StoreError(
+                    f"{wal} exists without {self.path}; move it back beside its "
+                    "database, or move it away to start an empty market"
+                )
+            self._create()
+
         connection = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False
         )
-        if fresh:
-            # Must precede the first table; lets compaction give pages back.
-            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"{self.path}: SQLite cannot use WAL mode here ({mode})")
-        # FULL: each commit is fsynced before callers are answered, so an
-        # acknowledged call survives a power loss too. Group commit pays
-        # for it once per batch.
+        # FULL: each commit is fsynced before its callers get their replies,
+        # so a reply means the change survives a power loss too. Group commit
+        # pays for that once per batch.
         connection.execute("PRAGMA synchronous = FULL")
         # Truncate the WAL file back to this size after each checkpoint.
         connection.execute("PRAGMA journal_size_limit = 16777216")
-        if fresh:
+        self._connection = connection
+
+    def _create(self) -> None:
+        """Create the database with its schema under a temporary name, then rename it.
+
+        So a crash during the first start leaves either no database or a
+        complete empty one, never a file that fails the checks.
+        """
+        temporary = self.path + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        # Created here so that only this user can read the secret ids in it.
+        os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        connection = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            # Must precede the first table; lets compaction give pages back.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            connection.execute("PRAGMA synchronous = FULL")
             connection.execute("BEGIN")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -351,7 +386,14 @@ class Store:
                 [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
             )
             connection.execute("COMMIT")
-        self._connection = connection
+        finally:
+            connection.close()
+        os.rename(temporary, self.path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     # Writing, from the journal's writer thread only.
 
@@ -364,7 +406,7 @@ class Store:
         keep_after: float = 0.0,
         max_answers: int = 0,
     ) -> None:
-        """Commit `records`, and a snapshot with compaction if given, in one transaction.
+        """Commit `records`, and a snapshot and compaction if given, as one transaction.
 
         The snapshot covers records up to `snapshot_seq`. Compaction keeps
         of those only the ones with a request id, recorded at `keep_after` or
@@ -379,7 +421,9 @@ class Store:
                 [record.row() for record in records],
             )
             if snapshot is not None:
-                self._compact(snapshot, snapshot_seq, snapshot_wall, keep_after, max_answers)
+                self._compact(
+                    snapshot, snapshot_seq, snapshot_wall, keep_after, max_answers
+                )
             connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -393,7 +437,8 @@ class Store:
     ) -> None:
         connection = self._connection
         connection.execute(
-            "INSERT INTO snapshot (seq, wall, state, sha256) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO snapshot (seq, wall, state, sha256)"
+            " VALUES (?, ?, ?, ?)",
             (seq, wall, blob, hashlib.sha256(blob).digest()),
         )
         connection.execute("DELETE FROM snapshot WHERE seq < ?", (seq,))
@@ -426,7 +471,7 @@ class Store:
 
 
 class _ReplayContext:
-    """Stands in for the gRPC context of a recorded call during replay."""
+    """The gRPC context that replay passes to the servicer for a recorded call."""
 
     def __init__(self, auth: bytes) -> None:
         self._auth = _decode_auth(auth)
@@ -511,10 +556,12 @@ class Journal:
 
         `make_servicer(market)` returns the servicer whose methods replay
         the recorded calls. The market gets `settings`; when they differ from
-        those recorded, a settings record says so from here on.
+        those recorded, a settings record says so from here on. Raises
+        StoreError when the folder's database is damaged.
         """
-        snapshot, records = (None, []) if not self.store.exists() else self.store.read()
         started = time.monotonic()
+        fresh = not self.store.exists()
+        snapshot, records = (None, []) if fresh else self.store.read()
         market = core.Market(
             settings.capacity,
             limits=settings.limits,
@@ -526,53 +573,33 @@ class Journal:
             market.import_state(snapshot.market)
             self._last_seq = snapshot.seq
             self._now = snapshot.wall
-        servicer = make_servicer(market)
-        replayed = divergences = 0
-        with _quiet(logging.getLogger(type(servicer).__module__)):
-            for record in records:
-                self._now = max(self._now, record.wall)
-                if snapshot is None or record.seq > snapshot.seq:
-                    self._last_seq = record.seq
-                    replayed += 1
-                    if not _replay(market, servicer, record):
-                        divergences += 1
-                        if divergences <= _LOGGED_DIVERGENCES:
-                            log.warning(
-                                "replayed record %d (%s %s) gave another outcome "
-                                "than recorded; the market follows the replay",
-                                record.seq,
-                                record.kind,
-                                record.method,
-                            )
-                if record.request_id:
-                    _restore_answer(request_log, record, time.time() - record.wall)
-        if divergences:
-            log.warning("%d replayed records gave another outcome", divergences)
-
+        replayed = self._replay_all(
+            market, make_servicer(market), snapshot, records, request_log
+        )
         self.market = market
         self.store.open()
-        if records or snapshot is not None:
+        if fresh:
+            log.info("data folder %s: new, empty market", self.store.directory)
+        else:
             state = market.stats()
             log.info(
                 "data folder %s: loaded %s and replayed %d records in %.2f s; "
                 "%d orders, %d items published, %d open carts",
                 self.store.directory,
-                f"the snapshot after record {snapshot.seq}" if snapshot else "no snapshot",
+                f"the snapshot of record {snapshot.seq}" if snapshot else "no snapshot",
                 replayed,
                 time.monotonic() - started,
                 state.orders,
                 state.items_published,
                 state.open_carts,
             )
-        else:
-            log.info("data folder %s: new, empty market", self.store.directory)
+
         self._writer = threading.Thread(
             target=self._write_forever, name="journal-writer", daemon=True
         )
         self._writer.start()
-        recorded = Settings.of(market)
-        if recorded != settings or not (records or snapshot):
-            if records or snapshot:
+        if fresh or Settings.of(market) != settings:
+            if not fresh:
                 log.info("settings changed since the last run; they apply from now on")
             with self._order:
                 self._tick()
@@ -580,6 +607,43 @@ class Journal:
                 seq = self._append(Record(0, 0.0, SETTINGS, outcome=settings.to_json()))
             self._wait(seq)
         return market
+
+    def _replay_all(
+        self,
+        market: core.Market,
+        servicer,
+        snapshot: Snapshot | None,
+        records: list[Record],
+        request_log: RequestLog,
+    ) -> int:
+        """Replay the records after the snapshot; return how many there were."""
+        replayed = divergences = 0
+        with _quiet(logging.getLogger(type(servicer).__module__)):
+            for record in records:
+                self._now = max(self._now, record.wall)
+                if snapshot is None or record.seq > snapshot.seq:
+                    self._last_seq = record.seq
+                    replayed += 1
+                    try:
+                        matches, problem = _replay(market, servicer, record), ""
+                    except Exception as error:
+                        matches, problem = False, f": {error!r}"
+                    if not matches:
+                        divergences += 1
+                    if not matches and divergences <= _LOGGED_DIVERGENCES:
+                        log.warning(
+                            "replayed record %d (%s %s) gave another outcome than "
+                            "recorded%s; the market follows the replay",
+                            record.seq,
+                            record.kind,
+                            record.method,
+                            problem,
+                        )
+                if record.request_id:
+                    _restore_answer(request_log, record, time.time() - record.wall)
+        if divergences:
+            log.warning("%d replayed records gave another outcome", divergences)
+        return replayed
 
     # Calls.
 
@@ -614,13 +678,18 @@ class Journal:
         return response
 
     def expire_carts(self) -> list[str]:
-        """Expire the carts whose lease ran out, and record it; return their labels."""
+        """Expire the carts whose lease ran out, and record it; return their labels.
+
+        Does nothing once the journal is closed or failed.
+        """
         with self._order:
-            self._check_usable()
+            if self._closing or self._failure is not None:
+                return []
             self._tick()
             labels = self.market.expire_carts()
             if labels:
-                self._append(Record(0, 0.0, EXPIRE, outcome=json.dumps(labels).encode()))
+                outcome = json.dumps(labels).encode()
+                self._append(Record(0, 0.0, EXPIRE, outcome=outcome))
         return labels
 
     def _apply(self, record: Record, apply: Callable, wait: bool = True):
@@ -650,7 +719,9 @@ class Journal:
         attempt_bytes = attempt.SerializeToString()
         auth = _encode_auth(context)
         deadline = time.monotonic() + wait
-        slot = waiter_slot("AddToCart with wait_ms") if waiter_slot else contextlib.nullcontext()
+        slot = contextlib.nullcontext()
+        if waiter_slot is not None:
+            slot = waiter_slot("AddToCart with wait_ms")
         with slot:
             while True:
                 with self._changed:
@@ -664,8 +735,10 @@ class Journal:
                 if not self._wait_for_fill(fills, deadline, context):
                     break
         answer = Record(0, 0.0, ANSWER, "AddToCart", request.request_id, raw, auth)
-        answer.ok = error is None
-        answer.outcome = response.SerializeToString() if error is None else _encode_error(error)
+        if error is None:
+            answer.outcome = response.SerializeToString()
+        else:
+            answer.ok, answer.outcome = False, _encode_error(error)
         with self._order:
             self._check_usable()
             seq = self._append(answer)
@@ -718,7 +791,9 @@ class Journal:
             while self._committed < seq and self._failure is None:
                 self._changed.wait()
             if self._committed < seq:
-                raise JournalFailed(f"the data folder cannot be written: {self._failure}")
+                raise JournalFailed(
+                    f"the data folder cannot be written: {self._failure}"
+                )
 
     def _write_forever(self) -> None:
         while True:
@@ -734,11 +809,10 @@ class Journal:
                     self.store.append(batch)
             except Exception as error:
                 log.error(
-                    "cannot write to %s: %s; the server stops, and acknowledged "
-                    "calls up to record %d are safe",
+                    "cannot write to %s: %s; the server stops. Every call answered "
+                    "so far is on disk; calls waiting for this write get INTERNAL",
                     self.store.path,
                     error,
-                    self._committed,
                 )
                 with self._changed:
                     self._failure = error

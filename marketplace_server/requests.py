@@ -71,10 +71,16 @@ class RequestLog:
         fingerprint = hashlib.blake2b(request, digest_size=16).digest()
         with self._lock:
             now = self._clock()
-            self._evict(now)
             entry = self._entries.get(key)
+            if entry is not None and now - entry.recorded_at > self.max_age:
+                if entry.done.is_set():
+                    del self._entries[key]
+                    entry = None
             first = entry is None
             if first:
+                # Only a new id makes room; a repeat must not push out
+                # another id that a client may still retry.
+                self._evict(now)
                 entry = _Entry(fingerprint, now)
                 self._entries[key] = entry
 

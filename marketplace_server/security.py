@@ -1,9 +1,9 @@
 """TLS for the server: credentials from PEM files, and the identity of a client.
 
 With a client CA (mutual TLS), every client presents a certificate signed by
-it, and the names in that certificate are the client's identity: a producer
-may only register under one of them, and a cart belongs to the certificate
-that created it.
+it, and the names in that certificate are the client's identity. A producer
+may only register under one of those names, and a cart belongs to the
+certificate that created it.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class Peer:
     # The DNS names of the subject alternative name (SAN) extension. IP
     # addresses, URIs and e-mail addresses in the SAN are not names here.
     dns_names: tuple[str, ...]
-    # SHA-256 of the certificate in PEM form, hex: tells certificates apart
-    # even when they carry the same names.
+    # SHA-256 of the certificate in PEM form, in hex. It distinguishes
+    # certificates that carry the same names.
     fingerprint: str
 
     @property
@@ -107,7 +107,7 @@ def peer_identity(context: grpc.ServicerContext | None) -> Peer | None:
     (mutual TLS), and none when `context` is None (a direct call). gRPC reports the subject CN in the auth context property
     'x509_common_name' and the SAN in 'x509_subject_alternative_name'. That
     property mixes DNS names with IP addresses and URIs, so the DNS names are
-    taken from 'peer_dns', which holds the SAN's DNS names alone.
+    taken from 'peer_dns', which contains only the SAN's DNS names.
     """
     if context is None:
         return None

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keepalive-timeout",
         type=float,
         default=Keepalive.timeout,
-        help="seconds the server waits for the answer to a ping before it "
+        help="seconds the server waits for a ping's acknowledgement before it "
         "closes the connection",
     )
     parser.add_argument(
@@ -296,7 +296,7 @@ class Keepalive:
     """HTTP/2 keepalive of the server's connections, in seconds."""
 
     # The server pings a connection after `time` without traffic, calls or
-    # not, and closes it when no answer comes within `timeout`.
+    # not, and closes it when no acknowledgement comes within `timeout`.
     time: float = 10.0
     timeout: float = 5.0
     # Clients may ping at this interval or slower, with or without calls.
@@ -307,6 +307,9 @@ class Keepalive:
         return [
             ("grpc.keepalive_time_ms", round(self.time * 1000)),
             ("grpc.keepalive_timeout_ms", round(self.timeout * 1000)),
+            # See ChannelSettings.options in clients/common.py: without it a
+            # ping times out after 60 s whatever the keepalive timeout.
+            ("grpc.http2.ping_timeout_ms", round(self.timeout * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             # The macro GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS
             # names this key. gRPC ignores unknown keys, so a misspelt one
@@ -362,7 +365,7 @@ def create_server(
     add_market_service(
         server,
         market,
-        request_log or RequestLog(),
+        request_log if request_log is not None else RequestLog(),
         max_waiters=max_waiters or max(1, workers // 2),
         max_wait=max_wait,
         journal=journal,
@@ -448,7 +451,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.log_max_bytes < 0 or args.log_backups < 0:
         parser.error("--log-max-bytes and --log-backups must be 0 or more")
     if args.snapshot_every < 1:
-        parser.error(f"--snapshot-every {args.snapshot_every} is below 1; give 1 or more")
+        parser.error(
+            f"--snapshot-every {args.snapshot_every} is below 1; give 1 or more"
+        )
     if not (args.retention > 0 and args.retention != float("inf")):
         parser.error(f"--retention {args.retention} is invalid; give seconds above 0")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -609,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         args.grace,
     )
     set_serving(health_servicer, False)
+    market.stop_waiting()
     if args.drain > 0:
         log.info("health is NOT_SERVING; draining for %.1f s", args.drain)
         time.sleep(args.drain)

@@ -378,6 +378,10 @@ def _page_size(requested: int, default: int, maximum: int) -> int:
     return min(requested or default, maximum)
 
 
+# Largest offset a page token may carry; the market has far fewer entries.
+MAX_PAGE_OFFSET = 10**12
+
+
 def _encode_page_token(kind: str, offset: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{offset}".encode()).decode()
 
@@ -390,7 +394,7 @@ def _decode_page_token(token: str, kind: str) -> int:
         text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
         token_kind, offset_text = text.split(":")
         offset = int(offset_text)
-        if token_kind != kind or offset < 0:
+        if token_kind != kind or not 0 <= offset <= MAX_PAGE_OFFSET:
             raise ValueError(text)
     except (ValueError, UnicodeError, binascii.Error):
         raise core.InvalidArgument(

@@ -2,9 +2,9 @@
 go back to their shelves.
 
 The first tests drive the market with a fake clock. The others run
-marketplace-server as a process with a short --lease: a client that holds a
-cart is killed with SIGKILL and the server must reclaim the cart, and a
-consumer whose cart expires while it waits must fill a new cart.
+marketplace-server as a process with a short --lease. In one, a client process
+that has a cart is killed with SIGKILL, and the server must reclaim the cart.
+In the other, a consumer whose cart expires while it waits must fill a new cart.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_expired_cart_call_names_label(market, clock, cart_call):
 
 
 @pytest.mark.parametrize("cart_call", CART_CALLS)
-def test_call_after_lease_expires_cart_without_reaper(market, clock, cart_call):
+def test_late_call_expires_cart(market, clock, cart_call):
     stocked(market)
     before = shelves(market)
     cart_id, label = market.create_cart("alice")
@@ -177,7 +177,7 @@ def test_call_renews_lease(market, clock, renew):
     assert expired == [label]
 
 
-def test_expire_carts_takes_only_due_carts(market, clock):
+def test_expire_carts_only_due(market, clock):
     first_id, first = market.create_cart("alice")
     clock.now += LEASE * 0.4
     _, second = market.create_cart("bob")
@@ -302,7 +302,7 @@ def test_killed_client_cart_is_reclaimed(start_server):
             cart_id, label = read_line(client, PROCESS_TIMEOUT).split()
             # Alive, the client keeps its cart beyond the lease.
             time.sleep(lease + 0.5)
-            held = [cart.cart_label for cart in state().carts]
+            open_while_alive = [cart.cart_label for cart in state().carts]
 
             os.kill(client.pid, signal.SIGKILL)
             client.wait(timeout=PROCESS_TIMEOUT)
@@ -320,7 +320,7 @@ def test_killed_client_cart_is_reclaimed(start_server):
     error = raised.value
     server.stop()
 
-    assert held == [label]
+    assert open_while_alive == [label]
     assert took is not None, f"cart {label} still open {lease + EXPIRY_SLACK} s after the kill"
     assert after.carts_expired == 1
     assert [(s.producer, s.size, list(s.items)) for s in after.shelves] == before
