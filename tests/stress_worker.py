@@ -6,8 +6,8 @@ on stdout: what it published, or what each of its carts got and lost. A
 consumer places the order of its last open cart before it stops, so that
 every cart it opened ends ordered or expired.
 
-Exits 0 when every call got an expected answer; otherwise 1, and the
-"errors" list of the JSON object names each unexpected status.
+Exits 0 when every call got an expected response. Otherwise it exits 1,
+and the "errors" list of the JSON object names each unexpected status.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from marketplace.v1 import marketplace_pb2 as pb
 from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 from marketplace_clients.retry import RetryPolicy, call, new_request_id
 
-# Products every worker knows, so that consumers can ask for what producers
-# publish. Equal data for each id in every process, as Publish requires.
+# Products shared by all workers, so that consumers add what producers
+# publish. Each id has the same data in every process, as Publish requires.
 PRODUCTS = {
     product_id: pb.Product(
         product_id=product_id,
@@ -68,7 +68,7 @@ class Worker:
 
 
 class Producer(Worker):
-    """Registers one shelf and publishes random products onto it."""
+    """A producer that registers one shelf and publishes random products onto it."""
 
     def run(self, operations: int) -> dict:
         response = self.call(
@@ -107,7 +107,7 @@ class Producer(Worker):
 
 
 class Consumer(Worker):
-    """Opens carts one at a time, adds and removes random items, orders them."""
+    """A consumer that fills carts one at a time with random adds and removes."""
 
     def run(self, operations: int) -> dict:
         carts = []
@@ -150,7 +150,7 @@ class Consumer(Worker):
         }
 
     def on_cart(self, cart: dict, method, request, what: str):
-        """Make a call on `cart`; return None when the cart turns out closed."""
+        """Make a call on `cart`, or return None when the cart turns out closed."""
         try:
             return self.call(method, request, f"{what} on {cart['label']}")
         except grpc.RpcError as error:
@@ -179,10 +179,10 @@ class Consumer(Worker):
             cart["added"][product_id] += response.added
 
     def remove(self, cart: dict) -> None:
-        held = +(cart["added"] - cart["removed"])
-        # Mostly a product the cart holds, sometimes any, to remove missing items.
-        if held and self.rng.random() < 0.8:
-            product_id = self.rng.choice(sorted(held))
+        in_cart = cart["added"] - cart["removed"]
+        # Mostly a product in the cart, sometimes any, to remove missing items.
+        if in_cart and self.rng.random() < 0.8:
+            product_id = self.rng.choice(sorted(in_cart))
         else:
             product_id = self.rng.choice(sorted(PRODUCTS))
         request = pb.RemoveFromCartRequest(
@@ -211,10 +211,10 @@ def main() -> int:
     parser.add_argument("--name", required=True, help="producer or consumer name")
     parser.add_argument("--seed", type=int, required=True, help="random seed")
     parser.add_argument(
-        "--operations", type=int, required=True, help="most calls to make"
+        "--operations", type=int, required=True, help="max calls to make"
     )
     parser.add_argument(
-        "--seconds", type=float, required=True, help="most seconds to run"
+        "--seconds", type=float, required=True, help="max seconds to run"
     )
     args = parser.parse_args()
 

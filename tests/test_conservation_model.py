@@ -130,7 +130,7 @@ class MarketModel(RuleBasedStateMachine):
         self.orders = 0
         self.carts_expired = 0
 
-    # Helpers that change the model.
+    # Helpers on the model.
 
     def shelf_size(self, producer_id: str) -> int:
         return sum(self.shelves[producer_id].values())
@@ -443,9 +443,9 @@ class MarketModel(RuleBasedStateMachine):
         for product_id in PRODUCT_IDS:
             on_shelves = sum(shelf_counts(state, product_id))
             in_carts = sum(cart.items.get(product_id, 0) for cart in state.carts)
-            gone = self.ordered[product_id] + self.withdrawn[product_id]
-            held = on_shelves + in_carts + gone
-            assert held == self.published[product_id], product_id
+            left = self.ordered[product_id] + self.withdrawn[product_id]
+            accounted = on_shelves + in_carts + left
+            assert accounted == self.published[product_id], product_id
 
     @invariant()
     def shelves_match_model(self):
@@ -490,8 +490,8 @@ class MarketModel(RuleBasedStateMachine):
             assert all(n > 0 for n in cart.items.values()), cart
         on_shelves = sum(shelf.size for shelf in state.shelves)
         in_carts = sum(sum(cart.items.values()) for cart in state.carts)
-        gone = state.items_ordered + state.items_withdrawn
-        assert on_shelves + in_carts + gone == state.items_published
+        left = state.items_ordered + state.items_withdrawn
+        assert on_shelves + in_carts + left == state.items_published
 
 
 MarketModel.TestCase.settings = settings(

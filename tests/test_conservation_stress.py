@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
-import pytest
 
 from conftest import ROOT
 from marketplace.v1 import marketplace_pb2 as pb
@@ -34,7 +33,7 @@ THREAD_CAPACITY = 4
 THREAD_PRODUCERS = 3
 # Short enough that carts expire while the threads still use them.
 THREAD_LEASE_SECONDS = 0.01
-# Python switches threads every 5 ms by default; a shorter interval makes
+# Python switches threads every 5 ms by default, so a shorter interval makes
 # the threads interleave inside each other's calls far more often.
 SWITCH_INTERVAL = 1e-5
 THREAD_PRODUCTS = {
@@ -51,6 +50,11 @@ PROCESS_SECONDS = 8.0
 # Time a worker process gets beyond PROCESS_SECONDS to start and to report.
 PROCESS_GRACE = 60.0
 SERVER_CAPACITY = 4
+# Empty carts opened before the workers start. They make each state take
+# longer to read, and they come before the workers' carts, so a state that
+# was not read at one instant would likely count an item that moved from a
+# shelf to a cart twice or not at all.
+IDLE_CARTS = 1000
 # Large enough for the whole market, so that each state is one page and so
 # one instant.
 PAGE_SIZE = 10_000
@@ -61,24 +65,30 @@ def state_violations(state: core.MarketState) -> list[str]:
     problems = []
     for shelf in state.shelves:
         if shelf.size != sum(shelf.items.values()):
-            problems.append(f"shelf {shelf.producer}: size {shelf.size}, items {shelf.items}")
+            problems.append(
+                f"shelf {shelf.producer}: size {shelf.size}, items {shelf.items}"
+            )
     on_shelves = sum(shelf.size for shelf in state.shelves)
     in_carts = sum(sum(cart.items.values()) for cart in state.carts)
-    held = on_shelves + in_carts + state.items_ordered + state.items_withdrawn
-    if held != state.items_published:
+    accounted = on_shelves + in_carts + state.items_ordered + state.items_withdrawn
+    if accounted != state.items_published:
         problems.append(
             f"published {state.items_published}, but shelves {on_shelves} + "
             f"carts {in_carts} + ordered {state.items_ordered} + withdrawn "
-            f"{state.items_withdrawn} = {held}"
+            f"{state.items_withdrawn} = {accounted}"
         )
     return problems
 
 
-def publish_violations(capacity: int, quantity: int, published: int, size: int) -> list[str]:
+def publish_violations(
+    capacity: int, quantity: int, published: int, size: int
+) -> list[str]:
     """Return how one publish result breaks the shelf capacity rule."""
     problems = []
     if published > 0 and size > capacity:
-        problems.append(f"published {published}, leaving {size} on a shelf of {capacity}")
+        problems.append(
+            f"published {published}, leaving {size} on a shelf of {capacity}"
+        )
     if published < quantity and size < capacity:
         problems.append(
             f"published {published} of {quantity} with only {size} on a shelf "
@@ -102,7 +112,7 @@ class ThreadReport:
 def run_market_thread(
     market: core.Market, producers: list[str], seed: int, stop_at: float
 ) -> ThreadReport:
-    """Make random calls on `market`; return what they moved and any problems."""
+    """Make random calls on `market` and return what they moved and any problems."""
     rng = random.Random(seed)
     report = ThreadReport()
     # Net items per open cart: added minus removed, per product.
@@ -117,7 +127,9 @@ def run_market_thread(
             return
         got = Counter({product.product_id: n for product, n in order.lines})
         if got != +net:
-            report.problems.append(f"cart {order.cart_label}: net {+net}, ordered {got}")
+            report.problems.append(
+                f"cart {order.cart_label}: net {+net}, ordered {got}"
+            )
         report.ordered.update(got)
         report.orders += 1
 
@@ -159,7 +171,7 @@ def run_market_thread(
 
 
 def watch_market(market: core.Market, done: threading.Event) -> tuple[int, list[str]]:
-    """Check snapshots until `done` is set; return how many, and the problems."""
+    """Check snapshots until `done` is set, and return their number and problems."""
     count = 0
     problems = []
     previous = None
@@ -224,8 +236,8 @@ def test_threads_conserve_items():
     for shelf in state.shelves:
         on_shelves.update(shelf.items)
     for product_id in THREAD_PRODUCTS:
-        held = on_shelves[product_id] + ordered[product_id]
-        assert held == published[product_id], product_id
+        accounted = on_shelves[product_id] + ordered[product_id]
+        assert accounted == published[product_id], product_id
 
 
 # Worker processes over gRPC
@@ -240,7 +252,10 @@ def state_from_proto(response: pb.GetMarketStateResponse) -> core.MarketState:
             core.ShelfState(s.producer, s.capacity, s.size, counts(s.items))
             for s in response.shelves
         ],
-        carts=[core.CartState(c.cart_label, c.consumer, counts(c.items)) for c in response.carts],
+        carts=[
+            core.CartState(c.cart_label, c.consumer, counts(c.items))
+            for c in response.carts
+        ],
         orders=response.orders,
         items_ordered=response.items_ordered,
         items_published=response.items_published,
@@ -253,15 +268,18 @@ def read_state(stub) -> core.MarketState:
     response = stub.GetMarketState(
         pb.GetMarketStateRequest(page_size=PAGE_SIZE), timeout=10, wait_for_ready=True
     )
-    # One page holds the whole market, read at one instant; later pages would
-    # come from other instants and could not be added up.
+    # The market must fit in one page, which is read at one instant. Later
+    # pages would come from other instants and could not be added up.
     assert response.next_page_token == ""
     return state_from_proto(response)
 
 
 def start_worker(address: str, role: str, index: int, tmp_path) -> subprocess.Popen:
     name = f"{role}-{index}"
-    with open(tmp_path / f"{name}.out", "w") as out, open(tmp_path / f"{name}.err", "w") as err:
+    with (
+        open(tmp_path / f"{name}.out", "w") as out,
+        open(tmp_path / f"{name}.err", "w") as err,
+    ):
         return subprocess.Popen(
             [
                 sys.executable,
@@ -291,8 +309,13 @@ def test_processes_conserve_items(start_server, tmp_path):
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.MarketServiceStub(channel)
+            for _ in range(IDLE_CARTS):
+                request = pb.CreateCartRequest(consumer="idle")
+                stub.CreateCart(request, timeout=10, wait_for_ready=True)
             for index, role in enumerate(roles):
-                processes[f"{role}-{index}"] = start_worker(server.address, role, index, tmp_path)
+                processes[f"{role}-{index}"] = start_worker(
+                    server.address, role, index, tmp_path
+                )
 
             # Watch the market while the workers run, and once after.
             deadline = time.monotonic() + PROCESS_SECONDS + PROCESS_GRACE
@@ -303,7 +326,10 @@ def test_processes_conserve_items(start_server, tmp_path):
                 running = any(p.poll() is None for p in processes.values())
                 state = read_state(stub)
                 watch_problems += state_violations(state)
-                if previous is not None and state.items_published < previous.items_published:
+                if (
+                    previous is not None
+                    and state.items_published < previous.items_published
+                ):
                     watch_problems.append("items_published went down")
                 previous = state
                 if running and state.items_published > 0:
@@ -344,31 +370,37 @@ def test_processes_conserve_items(start_server, tmp_path):
     capacity_problems = [
         problem
         for capacity, p in publishes
-        for problem in publish_violations(capacity, p["quantity"], p["published"], p["shelf_size"])
+        for problem in publish_violations(
+            capacity, p["quantity"], p["published"], p["shelf_size"]
+        )
     ]
     assert capacity_problems == []
 
-    # Each ordered cart holds what its consumer added minus what it removed.
+    # Each ordered cart contains what its consumer added minus what it removed.
     mismatches = [
         cart["label"]
         for cart in carts
         if cart["status"] == "ordered"
-        and Counter(cart["ordered"]) != +(Counter(cart["added"]) - Counter(cart["removed"]))
+        and Counter(cart["ordered"])
+        != +(Counter(cart["added"]) - Counter(cart["removed"]))
     ]
     assert mismatches == []
     assert {cart["status"] for cart in carts} <= {"ordered", "expired"}
 
-    assert final.carts == []
+    # Only idle carts are left open, and the lease may have expired some.
+    assert [c for c in final.carts if c.consumer != "idle" or c.items] == []
+    idle_expired = IDLE_CARTS - len(final.carts)
     assert final.items_published == sum(published.values())
     assert final.items_ordered == sum(ordered.values())
     assert final.orders == sum(cart["status"] == "ordered" for cart in carts)
-    assert final.carts_expired == sum(cart["status"] == "expired" for cart in carts)
+    expired = sum(cart["status"] == "expired" for cart in carts)
+    assert final.carts_expired == expired + idle_expired
     on_shelves = Counter()
     for shelf in final.shelves:
         on_shelves.update(shelf.items)
     for product_id in published:
-        held = on_shelves[product_id] + ordered[product_id]
-        assert held == published[product_id], product_id
+        accounted = on_shelves[product_id] + ordered[product_id]
+        assert accounted == published[product_id], product_id
 
     # Shelves exceed capacity only by items that came back from carts.
     excess = sum(max(0, shelf.size - shelf.capacity) for shelf in final.shelves)
