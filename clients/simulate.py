@@ -336,7 +336,7 @@ class Run:
     def show_progress(self, done: threading.Event) -> None:
         """Rewrite one progress line on stderr until `done`."""
         total = len(self.scenario.consumers)
-        while not done.wait(0.5):
+        while True:
             finished = sum(
                 len(child.names)
                 for child in self.consumers
@@ -347,6 +347,8 @@ class Run:
                 f"{self.output.lines} items bought"
             )
             sys.stderr.flush()
+            if done.wait(0.5):
+                break
         sys.stderr.write("\n")
         sys.stderr.flush()
 
