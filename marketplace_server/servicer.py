@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -254,6 +255,7 @@ class MarketServicer:
                 size=shelf.size,
                 items=_counts(shelf.items),
                 blocked_product_id=shelf.blocked_product_id,
+                more_products=_more(shelf.items),
             )
             size += entry.ByteSize() + 8
             if taken and size > MAX_STATE_REPLY_BYTES:
@@ -267,6 +269,7 @@ class MarketServicer:
                     consumer=cart.consumer,
                     items=_counts(cart.items),
                     waiting_product_id=cart.waiting_product_id,
+                    more_products=_more(cart.items),
                 )
                 size += entry.ByteSize() + 8
                 if taken and size > MAX_STATE_REPLY_BYTES:
@@ -615,5 +618,17 @@ def add_market_service(
     )
 
 
+# Most product counts listed per shelf or cart in GetMarketState, so that one
+# entry stays far below the message size limit even with long product ids.
+MAX_COUNTS_PER_ENTRY = 5000
+
+
 def _counts(items: dict[str, int]) -> list[pb.ProductCount]:
-    return [pb.ProductCount(product_id=pid, quantity=n) for pid, n in items.items()]
+    return [
+        pb.ProductCount(product_id=pid, quantity=n)
+        for pid, n in itertools.islice(items.items(), MAX_COUNTS_PER_ENTRY)
+    ]
+
+
+def _more(items: dict[str, int]) -> int:
+    return max(0, len(items) - MAX_COUNTS_PER_ENTRY)

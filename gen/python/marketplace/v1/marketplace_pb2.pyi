@@ -181,30 +181,34 @@ class GetMarketStateRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Shelf(_message.Message):
-    __slots__ = ("producer", "capacity", "size", "items", "blocked_product_id")
+    __slots__ = ("producer", "capacity", "size", "items", "blocked_product_id", "more_products")
     PRODUCER_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    MORE_PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     producer: str
     capacity: int
     size: int
     items: _containers.RepeatedCompositeFieldContainer[ProductCount]
     blocked_product_id: str
-    def __init__(self, producer: _Optional[str] = ..., capacity: _Optional[int] = ..., size: _Optional[int] = ..., items: _Optional[_Iterable[_Union[ProductCount, _Mapping]]] = ..., blocked_product_id: _Optional[str] = ...) -> None: ...
+    more_products: int
+    def __init__(self, producer: _Optional[str] = ..., capacity: _Optional[int] = ..., size: _Optional[int] = ..., items: _Optional[_Iterable[_Union[ProductCount, _Mapping]]] = ..., blocked_product_id: _Optional[str] = ..., more_products: _Optional[int] = ...) -> None: ...
 
 class Cart(_message.Message):
-    __slots__ = ("cart_label", "consumer", "items", "waiting_product_id")
+    __slots__ = ("cart_label", "consumer", "items", "waiting_product_id", "more_products")
     CART_LABEL_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     WAITING_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    MORE_PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     cart_label: str
     consumer: str
     items: _containers.RepeatedCompositeFieldContainer[ProductCount]
     waiting_product_id: str
-    def __init__(self, cart_label: _Optional[str] = ..., consumer: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ProductCount, _Mapping]]] = ..., waiting_product_id: _Optional[str] = ...) -> None: ...
+    more_products: int
+    def __init__(self, cart_label: _Optional[str] = ..., consumer: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ProductCount, _Mapping]]] = ..., waiting_product_id: _Optional[str] = ..., more_products: _Optional[int] = ...) -> None: ...
 
 class GetMarketStateResponse(_message.Message):
     __slots__ = ("shelves", "carts", "orders", "items_ordered", "items_published", "carts_expired", "publishes_refused", "adds_refused", "items_withdrawn", "moves", "next_page_token", "total_shelves", "total_carts")
