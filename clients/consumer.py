@@ -32,7 +32,7 @@ def write_lines(lines: list[str]) -> None:
         sys.stdout.flush()
 
 
-# Seconds an add waits on the server for an item before it answers.
+# Seconds an add waits on the server for an item before the server replies.
 DEFAULT_ADD_WAIT = 2.0
 
 # A cart that was lost (the server restarted) or expired is filled again from
@@ -144,7 +144,7 @@ class CartRunner:
             remaining -= added
             if remaining > 0:
                 # Never retry sooner than retry_wait_time after the attempt
-                # began, whether the server waited or answered at once.
+                # began, whether the server waited or replied at once.
                 pause = self.policy.refusal_wait - (time.monotonic() - started)
                 if added == 0 and pause > 0:
                     log.debug("%s: %d still to add; waiting %.3f s", what, remaining, pause)

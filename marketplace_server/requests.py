@@ -100,7 +100,7 @@ class RequestLog:
         except BaseException as error:
             entry.error = error
             if not isinstance(error, MarketError):
-                # Only market answers are recorded; after an unexpected
+                # Only market outcomes are recorded; after an unexpected
                 # failure a retry applies the call again.
                 with self._lock:
                     if self._entries.get(key) is entry:

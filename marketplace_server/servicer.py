@@ -32,8 +32,8 @@ _STATUS_BY_ERROR = {
     security.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
-# Trailing metadata key that tells clients apart the reasons behind one
-# status code, as documented in the proto.
+# Trailing metadata key that distinguishes the reasons behind one status
+# code, as documented in the proto.
 REASON_KEY = "marketplace-reason"
 _REASON_BY_ERROR = {
     core.CartOrdered: "CART_ORDERED",
