@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 EXIT_FAILED = 1
 
 # Client keepalive, in seconds: a ping after KEEPALIVE_TIME without traffic,
-# and the connection is dropped when no answer comes within KEEPALIVE_TIMEOUT.
-# The server accepts pings at its --keepalive-min-interval (5 s) or slower.
+# and the connection is dropped when the ping gets no acknowledgement within
+# KEEPALIVE_TIMEOUT. The server accepts pings at its --keepalive-min-interval
+# (5 s by default) or slower.
 KEEPALIVE_TIME = 10.0
 KEEPALIVE_TIMEOUT = 5.0
 
@@ -82,8 +83,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--keepalive-timeout",
         type=float,
         default=KEEPALIVE_TIMEOUT,
-        help="seconds to wait for the answer to a ping before the connection "
-        "counts as dead; calls then fail with UNAVAILABLE and are retried",
+        help="seconds to wait for a ping's acknowledgement before the "
+        "connection counts as dead; calls then fail with UNAVAILABLE and are "
+        "retried",
     )
     parser.add_argument(
         "--log-level",
@@ -188,7 +190,7 @@ def check_names(scenario: scenario_module.Scenario, names: list[str], role: str)
 
 @dataclass(frozen=True)
 class ChannelSettings:
-    """How a client opens its channel: TLS or plaintext, and keepalive in seconds."""
+    """Channel settings of a client: TLS or plaintext, and keepalive in seconds."""
 
     tls: security.TlsFiles | None = None
     keepalive_time: float = KEEPALIVE_TIME
@@ -199,6 +201,10 @@ class ChannelSettings:
         options: list[tuple[str, int | str]] = [
             ("grpc.keepalive_time_ms", round(self.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", round(self.keepalive_timeout * 1000)),
+            # With grpcio 1.85, an unanswered keepalive ping times out after
+            # this (default 60 s); grpc.keepalive_timeout_ms alone did not
+            # shorten it (tests/test_keepalive.py shows the effect).
+            ("grpc.http2.ping_timeout_ms", round(self.keepalive_timeout * 1000)),
             # Ping between calls too, so that a producer waiting to publish
             # notices a dead connection before its next call.
             ("grpc.keepalive_permit_without_calls", 1),

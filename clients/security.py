@@ -32,8 +32,8 @@ class TlsFiles:
 
     # CA certificates that the server's certificate must be signed by.
     ca: str
-    # The client's certificate chain and private key, for a server that asks
-    # for client certificates (mutual TLS); both or neither.
+    # The client's certificate chain and private key, both or neither, for a
+    # server that requires client certificates (mutual TLS).
     cert: str | None = None
     key: str | None = None
     # Name to check the server's certificate against instead of the host

@@ -68,10 +68,12 @@ class Authority:
         """Write STEM.pem and STEM.key for a new leaf certificate; return their paths."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
+        day = datetime.timedelta(days=1)
         if expired:
-            not_before, not_after = now - datetime.timedelta(days=3), now - datetime.timedelta(days=2)
+            not_before, not_after = now - 3 * day, now - 2 * day
         else:
-            not_before, not_after = now - datetime.timedelta(days=1), now + datetime.timedelta(days=1)
+            not_before, not_after = now - day, now + day
+
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -88,6 +90,7 @@ class Authority:
                 x509.SubjectAlternativeName(names), critical=False
             )
         certificate = builder.sign(self.key, hashes.SHA256())
+
         cert_path = self.directory / f"{stem}.pem"
         key_path = self.directory / f"{stem}.key"
         cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
