@@ -12,8 +12,8 @@ import grpc
 from marketplace.v1 import marketplace_pb2 as pb
 
 from . import common
-from .retry import RETRYABLE_CODES, RetryPolicy, Stopped, call, new_request_id
-from .scenario import Operation, render_product
+from .retry import RETRYABLE_CODES, RetryPolicy, add_all, call, new_request_id
+from .scenario import Operation, items_over_budget, render_product
 
 # Trailing metadata key the server sets on FAILED_PRECONDITION for a cart.
 REASON_KEY = "marketplace-reason"
@@ -34,6 +34,10 @@ def write_lines(lines: list[str]) -> None:
 
 # Seconds an add waits on the server for an item before the server replies.
 DEFAULT_ADD_WAIT = 2.0
+
+# Seconds during which adds poll after the server had no room for a waiting
+# add.
+POLL_AFTER_BUSY = 5.0
 
 # A cart that was lost (the server restarted) or expired is filled again from
 # the start, at most this many times before the consumer fails.
@@ -99,6 +103,8 @@ class CartRunner:
         self.budget = budget
         self.products = products
         self.add_wait = add_wait
+        # Until this time, adds poll instead of waiting on the server.
+        self._poll_until = 0.0
 
     def run(self, operations) -> list[str]:
         """Create a cart, run its operations, place the order; return the lines."""
@@ -137,19 +143,15 @@ class CartRunner:
 
     def _add(self, cart_id, label, operation) -> None:
         what = f"cart {label} add {operation.product_id}"
-        remaining = operation.quantity
-        while remaining > 0:
-            started = time.monotonic()
-            added = self._add_once(cart_id, operation.product_id, remaining, what)
-            remaining -= added
-            if remaining > 0:
-                # Never retry sooner than retry_wait_time after the attempt
-                # began, whether the server waited or replied at once.
-                pause = self.policy.refusal_wait - (time.monotonic() - started)
-                if added == 0 and pause > 0:
-                    log.debug("%s: %d still to add; waiting %.3f s", what, remaining, pause)
-                    if self.stop.wait(pause):
-                        raise Stopped(what)
+        add_all(
+            lambda remaining: self._add_once(
+                cart_id, operation.product_id, remaining, what
+            ),
+            operation.quantity,
+            self.policy,
+            self.stop,
+            what=what,
+        )
 
     def _add_once(self, cart_id, product_id, quantity, what) -> int:
         request = pb.AddToCartRequest(
@@ -157,9 +159,9 @@ class CartRunner:
             cart_id=cart_id,
             product_id=product_id,
             quantity=quantity,
-            wait_ms=round(self.add_wait * 1000),
         )
-        if request.wait_ms > 0:
+        if self.add_wait > 0 and time.monotonic() >= self._poll_until:
+            request.wait_ms = round(self.add_wait * 1000)
             try:
                 return call(
                     self.stub.AddToCart,
@@ -172,8 +174,10 @@ class CartRunner:
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
-                # Too many calls wait on the server: ask without waiting.
+                # Too many calls already wait on the server: poll for a while
+                # rather than ask to wait, and be refused, on every attempt.
                 log.debug("%s: server has no room for a waiting call", what)
+                self._poll_until = time.monotonic() + POLL_AFTER_BUSY
                 request.request_id = new_request_id()
                 request.wait_ms = 0
         return call(self.stub.AddToCart, request, self.policy, self.stop, what=what).added
@@ -213,7 +217,7 @@ class CartRunner:
                 raise
             log.warning("consumer %s: %s", self.name, error.details())
 
-        for product_id, count in self._items_to_drop(contents):
+        for product_id, count in items_over_budget(self.budget, self.products, contents):
             removed = self._remove(
                 cart_id, label, Operation("remove", product_id, count), count
             )
@@ -226,31 +230,6 @@ class CartRunner:
             )
         request = pb.PlaceOrderRequest(request_id=new_request_id(), cart_id=cart_id)
         return call(self.stub.PlaceOrder, request, self.policy, self.stop, what=what)
-
-    def _items_to_drop(self, contents: dict[str, int]) -> list[tuple[str, int]]:
-        """Choose items to remove, most expensive first, until the total fits."""
-        budget = _nanos(self.budget)
-        total = sum(_nanos(self.products[pid].price) * n for pid, n in contents.items())
-        drops = []
-        by_price = sorted(
-            (pid for pid, n in contents.items() if n > 0),
-            key=lambda pid: _nanos(self.products[pid].price),
-            reverse=True,
-        )
-        for product_id in by_price:
-            if total <= budget:
-                break
-            price = _nanos(self.products[product_id].price)
-            count = 0
-            while count < contents[product_id] and total > budget:
-                count += 1
-                total -= price
-            drops.append((product_id, count))
-        return drops
-
-
-def _nanos(money: pb.Money) -> int:
-    return money.units * 1_000_000_000 + money.nanos
 
 
 def main(argv: list[str] | None = None) -> int:

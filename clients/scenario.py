@@ -369,3 +369,35 @@ def _key_path(key: str) -> str:
     if key.isidentifier():
         return f".{key}"
     return f"[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def items_over_budget(
+    budget: pb.Money, products: dict[str, pb.Product], contents: dict[str, int]
+) -> list[tuple[str, int]]:
+    """Return (product id, count) to remove so that `contents` costs at most `budget`.
+
+    `contents` maps product ids to item counts. Items go most expensive
+    first, and no more of them than needed.
+    """
+
+    def nanos(money: pb.Money) -> int:
+        return money.units * 1_000_000_000 + money.nanos
+
+    limit = nanos(budget)
+    total = sum(nanos(products[pid].price) * n for pid, n in contents.items())
+    by_price = sorted(
+        (pid for pid, count in contents.items() if count > 0),
+        key=lambda pid: nanos(products[pid].price),
+        reverse=True,
+    )
+    drops = []
+    for product_id in by_price:
+        if total <= limit:
+            break
+        price = nanos(products[product_id].price)
+        count = 0
+        while count < contents[product_id] and total > limit:
+            count += 1
+            total -= price
+        drops.append((product_id, count))
+    return drops

@@ -386,7 +386,10 @@ class Market:
         equal data, or InvalidArgument is raised.
         """
         _check_quantity(quantity, self.limits)
-        check_product(product, self.limits)
+        # A product object the market already holds was checked when it
+        # was first published.
+        if self._products.get(product.product_id) is not product:
+            check_product(product, self.limits)
         with self._lock:
             shelf = self._shelf(producer_id)
             known = self._products.get(product.product_id)
@@ -400,7 +403,7 @@ class Market:
                     )
                 self._products[product.product_id] = product
                 self._product_order.append(product.product_id)
-            elif _typed(known) != _typed(product):
+            elif known is not product and _typed(known) != _typed(product):
                 raise InvalidArgument(
                     f"product.product_id {product.product_id!r} is already "
                     "defined with other data; publish it with the same kind, "
@@ -881,7 +884,10 @@ class Market:
         }
     )
     _NOT_EXPORTED = frozenset(
-        {"capacity", "limits", "lease_seconds", "_clock", "_lock", "_product_available"}
+        {
+            "capacity", "limits", "lease_seconds", "_clock", "_lock",
+            "_product_available", "_stopping",
+        }
     )
 
     def export_state(self) -> dict:

@@ -27,7 +27,7 @@ Design: a journal of calls at the servicer level, plus snapshots.
   the whole market (`Market.export_state`) and deletes the records before it.
   It keeps only the records that carry the response to a request id, at most
   --retention seconds old and the newest --request-ids of them. So the file
-  holds the market, those responses and fewer than --snapshot-every further
+  contains the market, those responses and fewer than --snapshot-every further
   records. The market itself stays bounded by the server's limits, and it
   remembers at most core.REMEMBERED_CLOSED_CARTS ordered or expired carts.
 
@@ -46,23 +46,24 @@ stores its final response for its request id. Every failed attempt counts
 in adds_refused.
 
 Durability: the database runs in WAL mode with synchronous=FULL, so each
-committed batch is fsynced before its callers are answered and survives a
+committed batch is fsynced before its callers get their replies and survives a
 power loss, not only a killed process, as far as the disk honours fsync.
 Group commit pays for that once per batch rather than once per call.
 GetMarketState may show a change a few milliseconds before it is on disk. A
 crash in between loses the change, but its caller got no reply and retries.
 When a write fails, the server stops: the calls waiting for that write get
-INTERNAL, and every call answered before is on disk.
+INTERNAL, and every call replied to before is on disk.
 
 Damage: at start the file is checked read-only, before anything is written:
 PRAGMA integrity_check, a schema version row, a SHA-256 per snapshot, a
 CRC-32 per record, and unbroken record numbers after the snapshot. A failed
 check raises StoreError, which names the file and what to do, and leaves the
-file as it was. SQLite itself discards a torn or damaged tail of the WAL
+file as it was (the read-only check may add empty -wal and -shm files beside
+it). SQLite itself discards a torn or damaged tail of the WAL
 file, as it must after a crash, so damage there loses the changes after it
 without an error.
 
-The file holds the secret producer and cart ids, so it is created readable
+The file contains the secret producer and cart ids, so it is created readable
 by its owner only.
 """
 
@@ -140,7 +141,7 @@ class JournalFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Server settings that change how calls are answered, so replay needs them."""
+    """Server settings that change the outcome of calls, so replay needs them."""
 
     capacity: int
     lease_seconds: float
@@ -430,7 +431,10 @@ class Store:
                 connection.execute("ROLLBACK")
             raise
         if snapshot is not None:
-            connection.execute("PRAGMA incremental_vacuum")
+            # executescript runs the pragma to its end. With execute, even
+            # followed by fetchall, it freed one page only (seen with Python
+            # 3.11 and SQLite 3.40).
+            connection.executescript("PRAGMA incremental_vacuum;")
 
     def _compact(
         self, blob: bytes, seq: int, wall: float, keep_after: float, max_answers: int
@@ -531,6 +535,7 @@ class Journal:
         self._closing = False
         self._snapshot_due = False
         self._fills = 0
+        self._stopping = False
         self._writer: threading.Thread | None = None
 
     @classmethod
@@ -556,7 +561,7 @@ class Journal:
 
         `make_servicer(market)` returns the servicer whose methods replay
         the recorded calls. The market gets `settings`; when they differ from
-        those recorded, a settings record says so from here on. Raises
+        those recorded, a settings record stores the new ones. Raises
         StoreError when the folder's database is damaged.
         """
         started = time.monotonic()
@@ -672,7 +677,7 @@ class Journal:
             raw,
             _encode_auth(context),
         )
-        response, error = self._apply(record, lambda: method(request, context))
+        response, error, _ = self._apply(record, lambda: method(request, context))
         if error is not None:
             raise error
         return response
@@ -693,7 +698,11 @@ class Journal:
         return labels
 
     def _apply(self, record: Record, apply: Callable, wait: bool = True):
-        """Run `apply` under the order lock, queue its record, wait for COMMIT."""
+        """Run `apply` under the order lock and queue its record.
+
+        Returns the response, the MarketError raised (or None) and the record
+        number, after COMMIT of the record unless `wait` is False.
+        """
         with self._order:
             self._check_usable()
             self._tick()
@@ -708,7 +717,7 @@ class Journal:
             seq = self._append(record)
         if wait:
             self._wait(seq)
-        return response, error
+        return response, error, seq
 
     def _call_waiting_add(self, request, raw, context, method, waiter_slot):
         """Serve an AddToCart that may wait, as attempts that do not wait."""
@@ -719,6 +728,7 @@ class Journal:
         attempt_bytes = attempt.SerializeToString()
         auth = _encode_auth(context)
         deadline = time.monotonic() + wait
+
         slot = contextlib.nullcontext()
         if waiter_slot is not None:
             slot = waiter_slot("AddToCart with wait_ms")
@@ -727,32 +737,42 @@ class Journal:
                 with self._changed:
                     fills = self._fills
                 record = Record(0, 0.0, CALL, "AddToCart", "", attempt_bytes, auth)
-                response, error = self._apply(
+                response, error, seq = self._apply(
                     record, lambda: method(attempt, context), wait=False
                 )
                 if error is not None or response.added > 0:
                     break
                 if not self._wait_for_fill(fills, deadline, context):
                     break
-        answer = Record(0, 0.0, ANSWER, "AddToCart", request.request_id, raw, auth)
-        if error is None:
-            answer.outcome = response.SerializeToString()
-        else:
-            answer.ok, answer.outcome = False, _encode_error(error)
-        with self._order:
-            self._check_usable()
-            seq = self._append(answer)
+
+        if request.request_id:
+            answer = Record(0, 0.0, ANSWER, "AddToCart", request.request_id, raw, auth)
+            if error is None:
+                answer.outcome = response.SerializeToString()
+            else:
+                answer.ok, answer.outcome = False, _encode_error(error)
+            with self._order:
+                self._check_usable()
+                seq = self._append(answer)
         self._wait(seq)
         if error is not None:
             raise error
         return response
+
+    def stop_waiting(self) -> None:
+        """Make every waiting AddToCart return now, and later ones not wait."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
 
     def _wait_for_fill(self, fills: int, deadline: float, context) -> bool:
         """Wait until items may have reached a shelf; False once the wait is over."""
         with self._changed:
             while self._fills == fills:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (context is not None and not context.is_active()):
+                if remaining <= 0 or self._stopping:
+                    return False
+                if context is not None and not context.is_active():
                     return False
                 self._changed.wait(min(remaining, 0.2))
         return True
@@ -766,7 +786,7 @@ class Journal:
         if self._failure is not None:
             raise JournalFailed(f"the data folder cannot be written: {self._failure}")
         if self._closing:
-            raise JournalFailed("the journal is closed")
+            raise JournalFailed("the data folder is closed because the server stops")
 
     def _append(self, record: Record) -> int:
         """Number and queue a record; the caller holds the order lock."""
@@ -809,7 +829,7 @@ class Journal:
                     self.store.append(batch)
             except Exception as error:
                 log.error(
-                    "cannot write to %s: %s; the server stops. Every call answered "
+                    "cannot write to %s: %s; the server stops. Every call replied to "
                     "so far is on disk; calls waiting for this write get INTERNAL",
                     self.store.path,
                     error,
@@ -848,7 +868,7 @@ class Journal:
             keep_after=wall - self.retention,
             max_answers=self.max_answers,
         )
-        log.debug("snapshot after record %d: %d bytes", seq, len(blob))
+        log.debug("snapshot of record %d: %d bytes", seq, len(blob))
         return batch
 
     def close(self) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from .core import InvalidArgument, MarketError
@@ -16,13 +15,17 @@ T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 64
 
 
-@dataclass
 class _Entry:
-    fingerprint: bytes
-    recorded_at: float
-    done: threading.Event = field(default_factory=threading.Event)
-    result: object = None
-    error: BaseException | None = None
+    """The outcome of one request id; small, because the log keeps many."""
+
+    __slots__ = ("fingerprint", "recorded_at", "done", "result", "error")
+
+    def __init__(self, fingerprint: bytes, recorded_at: float) -> None:
+        self.fingerprint = fingerprint
+        self.recorded_at = recorded_at
+        self.done = False
+        self.result: object = None
+        self.error: BaseException | None = None
 
 
 class RequestLog:
@@ -46,6 +49,9 @@ class RequestLog:
         # Held while _entries is read or changed; never while a call runs.
         # _entries is in insertion order, so the oldest ids are first.
         self._lock = threading.Lock()
+        # Notified when any entry is done; a repeat of a running call waits
+        # on it. Repeats during the call are rare, so one condition is enough.
+        self._finished = threading.Condition(self._lock)
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -73,7 +79,7 @@ class RequestLog:
             now = self._clock()
             entry = self._entries.get(key)
             if entry is not None and now - entry.recorded_at > self.max_age:
-                if entry.done.is_set():
+                if entry.done:
                     del self._entries[key]
                     entry = None
             first = entry is None
@@ -90,7 +96,9 @@ class RequestLog:
                     f"request_id {request_id!r} was already used for a different "
                     f"{method} request; use a new request_id for a new request"
                 )
-            entry.done.wait()
+            with self._lock:
+                while not entry.done:
+                    self._finished.wait()
             if entry.error is not None:
                 raise entry.error
             return entry.result
@@ -107,7 +115,9 @@ class RequestLog:
                         del self._entries[key]
             raise
         finally:
-            entry.done.set()
+            with self._lock:
+                entry.done = True
+                self._finished.notify_all()
         return entry.result
 
     def _evict(self, now: float) -> None:
@@ -116,7 +126,7 @@ class RequestLog:
             key, entry = next(iter(self._entries.items()))
             too_many = len(self._entries) >= self.max_entries
             too_old = now - entry.recorded_at > self.max_age
-            if not (too_many or too_old) or not entry.done.is_set():
+            if not (too_many or too_old) or not entry.done:
                 break
             del self._entries[key]
 
@@ -141,7 +151,7 @@ class RequestLog:
             now = self._clock()
             entry = _Entry(fingerprint, now - max(0.0, age))
             entry.result, entry.error = result, error
-            entry.done.set()
+            entry.done = True
             key = (method, request_id)
             self._entries.pop(key, None)
             self._evict(now)

@@ -615,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     set_serving(health_servicer, False)
     market.stop_waiting()
+    if journal is not None:
+        journal.stop_waiting()
     if args.drain > 0:
         log.info("health is NOT_SERVING; draining for %.1f s", args.drain)
         time.sleep(args.drain)

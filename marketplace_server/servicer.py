@@ -109,6 +109,10 @@ class MarketServicer:
         # and WatchSales. Kept below the thread pool size so they cannot
         # starve other calls.
         self._waiter_slots = threading.BoundedSemaphore(max_waiters)
+        # Caches of converted products; a dict operation is atomic, so the
+        # worker threads share them without a lock.
+        self._products_by_bytes: dict[bytes, core.Product] = {}
+        self._messages_by_id: dict[str, tuple[core.Product, pb.Product]] = {}
         self.max_waiters = max_waiters
 
     def RegisterProducer(
@@ -132,7 +136,7 @@ class MarketServicer:
             raise core.InvalidArgument(
                 "product is not set; give the product to publish"
             )
-        product = product_from_proto(request.product)
+        product = self._product(request.product)
         result = self.market.publish(request.producer_id, product, request.quantity)
         if result.published < request.quantity and log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -222,7 +226,7 @@ class MarketServicer:
         )
         return pb.PlaceOrderResponse(
             lines=[
-                pb.OrderLine(product=product_to_proto(product), quantity=count)
+                pb.OrderLine(product=self._product_message(product), quantity=count)
                 for product, count in order.lines
             ],
             total=money_to_proto(order.total),
@@ -343,6 +347,31 @@ class MarketServicer:
             response.next_page_token = _encode_page_token("search", next_offset)
         return response
 
+    def _product(self, message: pb.Product) -> core.Product:
+        """Convert a Product message, reusing the result for equal messages.
+
+        Producers publish the same product over and over, and the market
+        skips its checks for a product object it already holds.
+        """
+        key = message.SerializeToString()
+        product = self._products_by_bytes.get(key)
+        if product is None:
+            product = product_from_proto(message)
+            if len(self._products_by_bytes) >= PRODUCT_CACHE_SIZE:
+                self._products_by_bytes.clear()
+            self._products_by_bytes[key] = product
+        return product
+
+    def _product_message(self, product: core.Product) -> pb.Product:
+        """Return the message of a product, built once per product object."""
+        cached = self._messages_by_id.get(product.product_id)
+        if cached is None or cached[0] is not product:
+            cached = (product, product_to_proto(product))
+            if len(self._messages_by_id) >= PRODUCT_CACHE_SIZE:
+                self._messages_by_id.clear()
+            self._messages_by_id[product.product_id] = cached
+        return cached[1]
+
     @contextlib.contextmanager
     def _waiter_slot(self, what: str):
         if not self._waiter_slots.acquire(blocking=False):
@@ -355,6 +384,9 @@ class MarketServicer:
         finally:
             self._waiter_slots.release()
 
+
+# Most products each conversion cache keeps before it starts again.
+PRODUCT_CACHE_SIZE = 10_000
 
 # Size above which GetMarketState ends a page early, well under the default
 # 4 MiB limit that gRPC clients put on a received message.
