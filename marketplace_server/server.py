@@ -359,7 +359,12 @@ def create_server(
         ),
         interceptors=[CallObserver(metrics)],
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,
-        options=[("grpc.max_receive_message_length", max_message_bytes)]
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default, which lets a second server
+            # bind the same port and silently take half of the connections.
+            ("grpc.so_reuseport", 0),
+        ]
         + keepalive.options(),
     )
     add_market_service(
