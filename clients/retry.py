@@ -24,6 +24,9 @@ RETRYABLE_CODES = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
+        # A stopping server cancels the calls still in flight; these clients
+        # never cancel their own unary calls, so CANCELLED comes from there.
+        grpc.StatusCode.CANCELLED,
     }
 )
 
