@@ -821,14 +821,17 @@ def measure_scenarios(settings: Settings, workdir: str) -> dict:
 
     runs = []
     for time_scale in settings.scenario_time_scales:
-        for mode in ("distributed", "local"):
+        for mode in ("distributed", "distributed, polling", "local"):
             walls, calls, bought = [], [], []
             for _ in range(settings.scenario_repeats):
                 if mode == "local":
                     wall, count, lines = _run_local(settings, path, time_scale)
                 else:
+                    # Polling consumers (--add-wait 0) show what waiting
+                    # adds save in calls per item bought.
+                    extra = ["--add-wait", "0"] if mode.endswith("polling") else []
                     wall, count, lines = _run_distributed(
-                        settings, workdir, path, queue_size, time_scale
+                        settings, workdir, path, queue_size, time_scale, extra
                     )
                 if lines != items_expected:
                     raise BenchError(
@@ -899,7 +902,12 @@ def _run_local(settings: Settings, path: str, time_scale: float):
 
 
 def _run_distributed(
-    settings: Settings, workdir: str, path: str, queue_size: int, time_scale: float
+    settings: Settings,
+    workdir: str,
+    path: str,
+    queue_size: int,
+    time_scale: float,
+    extra: list[str] | None = None,
 ):
     server = ServerProcess(workdir, queue_size, count_calls=True)
     try:
@@ -908,6 +916,7 @@ def _run_distributed(
             server.address,
             "--clients-per-process",
             str(settings.scenario_clients_per_process),
+            *(extra or []),
         ]
         started = time.monotonic()
         result = subprocess.run(

@@ -195,7 +195,9 @@ def render(results: dict) -> str:
         "`marketplace-simulate --server ADDRESS --clients-per-process "
         f"{scenarios['clients_per_process']}` against a server started beforehand, "
         "which counts calls with an interceptor; the wall time excludes that "
-        "server's start. Local: `marketplace-simulate --local`, which counts its "
+        "server's start. Distributed, polling: the same with `--add-wait 0`, so "
+        "consumers ask again after each retry wait instead of waiting on the "
+        "server for an item. Local: `marketplace-simulate --local`, which counts its "
         "market calls. Wall time is from starting the simulate process until it "
         "exits.",
         "",

@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds after which the run is stopped and fails; 0 waits for ever",
     )
     parser.add_argument(
+        "--add-wait",
+        type=float,
+        help="seconds each consumer's add waits on the server for an item; 0 "
+        "makes consumers poll (default: the consumer's own default)",
+    )
+    parser.add_argument(
         "--stall-timeout",
         type=float,
         default=30.0,
@@ -249,6 +255,8 @@ class Run:
                 value = getattr(self.args, flag)
                 if value is not None:
                     command += ["--" + flag.replace("_", "-"), value]
+            if role == "consumer" and self.args.add_wait is not None:
+                command += ["--add-wait", repr(self.args.add_wait)]
             for name in names_in_process:
                 command += ["--name", name]
             stdout = subprocess.PIPE if role == "consumer" else subprocess.DEVNULL

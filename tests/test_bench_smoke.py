@@ -101,8 +101,10 @@ def test_bench_smoke_scenarios(smoke_results):
 
     assert runs == {
         ("distributed", 1.0),
+        ("distributed, polling", 1.0),
         ("local", 1.0),
         ("distributed", 0.1),
+        ("distributed, polling", 0.1),
         ("local", 0.1),
     }
     for run in scenarios["runs"]:
