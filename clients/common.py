@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import queue
 import signal
 import sys
@@ -30,6 +32,29 @@ EXIT_FAILED = 1
 # (5 s by default) or slower.
 KEEPALIVE_TIME = 10.0
 KEEPALIVE_TIMEOUT = 5.0
+
+
+# Linux prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+def stop_with_parent() -> None:
+    """Exit on SIGTERM when the process in MARKETPLACE_PARENT_PID dies.
+
+    marketplace-simulate sets the variable for the processes it starts, so
+    that none outlives it, even when it is killed by SIGKILL. Linux only.
+    """
+    parent = os.environ.get("MARKETPLACE_PARENT_PID")
+    if not parent:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        # NOTE: without prctl (not Linux) a child outlives a killed parent.
+        return
+    if str(os.getppid()) != parent:
+        # The parent died before prctl took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -147,6 +172,7 @@ def tls_files(args: argparse.Namespace) -> security.TlsFiles | None:
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
     """Parse and check arguments, and configure logging to stderr."""
+    stop_with_parent()
     args = parser.parse_args(argv)
     if not (args.time_scale >= 0 and args.time_scale != float("inf")):
         parser.error(f"--time-scale {args.time_scale} is invalid; give a number >= 0")

@@ -48,12 +48,24 @@ class Output:
     # Amount spent per consumer name, in billionths of a unit.
     spent: dict[str, int] = field(default_factory=dict)
 
+    # Set when our stdout was closed, for example by `| head`.
+    closed: threading.Event = field(default_factory=threading.Event)
+
     def pump(self, stream) -> None:
         for line in stream:
             consumer, _, product = line.decode("utf-8", "replace").partition(" bought ")
             with self.lock:
-                sys.stdout.buffer.write(line)
-                sys.stdout.buffer.flush()
+                if not self.closed.is_set():
+                    try:
+                        sys.stdout.buffer.write(line)
+                        sys.stdout.buffer.flush()
+                    except BrokenPipeError:
+                        self.closed.set()
+                        # Point stdout at /dev/null, so that the flush at
+                        # exit does not raise again.
+                        devnull = os.open(os.devnull, os.O_WRONLY)
+                        os.dup2(devnull, sys.stdout.fileno())
+                        os.close(devnull)
                 self.lines += 1
                 price = self.prices.get(product.rstrip("\n"), 0)
                 self.spent[consumer] = self.spent.get(consumer, 0) + price
@@ -198,7 +210,13 @@ class Run:
         self.stall: list[str] = []
         self.address: str | None = None
         self.interrupted = threading.Event()
-        self.env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+        self.env = dict(
+            os.environ,
+            PYTHONIOENCODING="utf-8",
+            PYTHONUNBUFFERED="1",
+            # The children stop when this process dies, even by SIGKILL.
+            MARKETPLACE_PARENT_PID=str(os.getpid()),
+        )
 
     def start_server(self, workdir: str) -> str:
         port_file = os.path.join(workdir, "port")
@@ -303,6 +321,9 @@ class Run:
             if self.stall:
                 failures.append("the market stalled")
                 return failures
+            if self.output.closed.is_set():
+                failures.append("standard output was closed; stopping the run")
+                return failures
             if self.interrupted.wait(0.05):
                 failures.append("interrupted")
                 return failures
@@ -392,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
             f"--clients-per-process {args.clients_per_process!r} is invalid; "
             "give 'auto' or a whole number >= 1"
         )
+    for flag in ("timeout", "stall_timeout"):
+        value = getattr(args, flag)
+        if not (value >= 0 and math.isfinite(value)):
+            option = "--" + flag.replace("_", "-")
+            parser.error(f"{option} {value} is invalid; give 0 or more seconds")
+    if args.add_wait is not None and not 0 <= args.add_wait <= 3600:
+        parser.error(f"--add-wait {args.add_wait} is invalid; give 0 to 3600 seconds")
     if not (args.time_scale >= 0 and math.isfinite(args.time_scale)):
         parser.error(f"--time-scale {args.time_scale} is invalid; give a number >= 0")
     common.check_tls_args(parser, args)
@@ -421,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGHUP, request_stop)
 
     started = time.monotonic()
     failures: list[str] = []

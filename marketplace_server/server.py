@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import logging.handlers
 import os
@@ -31,6 +32,29 @@ from .servicer import MarketServicer, add_market_service
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# Linux prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+def stop_with_parent() -> None:
+    """Exit on SIGTERM when the process in MARKETPLACE_PARENT_PID dies.
+
+    marketplace-simulate sets the variable for the processes it starts, so
+    that none outlives it, even when it is killed by SIGKILL. Linux only.
+    """
+    parent = os.environ.get("MARKETPLACE_PARENT_PID")
+    if not parent:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        # NOTE: without prctl (not Linux) a child outlives a killed parent.
+        return
+    if str(os.getppid()) != parent:
+        # The parent died before prctl took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -509,6 +533,7 @@ def _open_journal(
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_with_parent()
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
@@ -538,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     journal = None
     if args.data_dir is None:
         market = core.Market(args.queue_size, limits=limits, lease_seconds=args.lease)
-        log.warning("no --data-dir: state is kept in memory only and lost on stop")
+        log.info("no --data-dir: state is kept in memory only and lost on stop")
     else:
         try:
             journal, market = _open_journal(args, limits, request_log, stop_requested)
