@@ -61,7 +61,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--server",
@@ -170,6 +170,25 @@ def tls_files(args: argparse.Namespace) -> security.TlsFiles | None:
     )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except for options with no default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def check_server_address(parser: argparse.ArgumentParser, server: str) -> None:
+    """Reject a --server value that is not HOST:PORT with a port in range."""
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        parser.error(
+            f"--server {server!r} is invalid; give HOST:PORT with a port from 1 "
+            "to 65535, such as 127.0.0.1:50051 or [::1]:50051"
+        )
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
     """Parse and check arguments, and configure logging to stderr."""
     stop_with_parent()
@@ -180,6 +199,13 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
         parser.error(f"--connect-timeout {args.connect_timeout} must be above 0")
     if not args.retry_deadline > 0:
         parser.error(f"--retry-deadline {args.retry_deadline} must be above 0")
+    check_server_address(parser, args.server)
+    repeated = sorted({name for name in args.name if args.name.count(name) > 1})
+    if repeated:
+        parser.error(
+            f"--name {', '.join(repeated)} is given more than once; "
+            "give each client once"
+        )
     check_tls_args(parser, args)
     for flag in ("keepalive_time", "keepalive_timeout"):
         value = getattr(args, flag)

@@ -35,6 +35,14 @@ def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None
             what=f"register producer {name}",
         )
         log.info("producer %s registered, shelf capacity %d", name, response.capacity)
+        if response.capacity != scenario.queue_size:
+            log.warning(
+                "producer %s: the server's shelf capacity is %d but the scenario "
+                "asks for %d; the output may differ, or the market may stall",
+                name,
+                response.capacity,
+                scenario.queue_size,
+            )
         return response.producer_id
 
     producer_id = register()

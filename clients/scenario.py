@@ -147,14 +147,21 @@ class _Validator:
     def name(self, value: Any, path: str, max_length: int = core.MAX_NAME_LENGTH) -> str:
         if not isinstance(value, str) or not value.strip():
             self.fail(path, f"expected a non-empty string, found {_describe(value)}")
-        self.length(value, path, max_length)
+        self.text(value, path, max_length)
         return value
 
-    def length(self, value: str, path: str, max_length: int) -> None:
+    def text(self, value: str, path: str, max_length: int) -> None:
+        """Check a name as the server does: its length, and no control characters."""
         if len(value) > max_length:
             self.fail(
                 path,
                 f"string is {len(value)} characters long; the maximum is {max_length}",
+            )
+        if not value.isprintable():
+            self.fail(
+                path,
+                f"string {value!r} contains control or invisible format "
+                "characters; use printable text",
             )
 
     def count(self, value: Any, path: str) -> int:
@@ -223,7 +230,7 @@ class _Validator:
             path = "$.products" + _key_path(product_id)
             if not product_id:
                 self.fail(path, "empty product id; give every product a non-empty id")
-            self.length(product_id, path, core.MAX_NAME_LENGTH)
+            self.text(product_id, path, core.MAX_NAME_LENGTH)
             raw = self.object(raw, path)
             kind = self.name(
                 self.key(raw, "product_type", path),
@@ -235,7 +242,7 @@ class _Validator:
                 self.fail(
                     f"{path}.name", f"expected a non-empty string, found {_describe(name)}"
                 )
-            self.length(name, f"{path}.name", core.MAX_PRODUCT_NAME_LENGTH)
+            self.text(name, f"{path}.name", core.MAX_PRODUCT_NAME_LENGTH)
             price = self.price(self.key(raw, "price", path), f"{path}.price")
             product = pb.Product(product_id=product_id, kind=kind, name=name, price=price)
             for key, attribute in raw.items():
@@ -244,7 +251,7 @@ class _Validator:
                 key_path = path + _key_path(key)
                 if not key:
                     self.fail(key_path, "empty attribute name; give it a non-empty name")
-                self.length(key, key_path, core.MAX_ATTRIBUTE_KEY_LENGTH)
+                self.text(key, key_path, core.MAX_ATTRIBUTE_KEY_LENGTH)
                 self.attribute(product.attributes.add(key=key), attribute, key_path)
             if len(product.attributes) > core.MAX_ATTRIBUTES:
                 self.fail(
@@ -285,7 +292,7 @@ class _Validator:
                 self.fail(path, f"number {value} is not finite")
             message.float_value = value
         elif isinstance(value, str):
-            self.length(value, path, core.MAX_STRING_VALUE_LENGTH)
+            self.text(value, path, core.MAX_STRING_VALUE_LENGTH)
             message.string_value = value
         else:
             self.fail(

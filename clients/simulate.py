@@ -110,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "port (unless --server is given), every producer and consumer as OS "
         "processes, and print each item bought on stdout. A summary goes to "
         "stderr.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
     parser.add_argument(
         "scenario",
         nargs="?",
-        help="scenario JSON file (default: a small bundled example)",
+        help="scenario JSON file; a small bundled example when not given",
     )
     parser.add_argument(
         "--time-scale",
@@ -434,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             "give one of them"
         )
 
+    if args.server is not None:
+        common.check_server_address(parser, args.server)
     scenario_path = os.path.abspath(args.scenario or bundled_example())
     scenario = common.load_scenario(scenario_path)
     if args.local:

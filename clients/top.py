@@ -15,6 +15,7 @@ from rich.text import Text
 from marketplace.v1 import marketplace_pb2 as pb
 from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 
+from . import common
 from .diagnosis import StallWatch, describe_stall, fetch_state
 
 # Rows shown per table; the rest are summarised in one line.
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="marketplace-top",
         description="Show a market's shelves, open carts, orders per second and "
         "refusals per second, refreshed in the terminal.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
     parser.add_argument(
         "--server", default="127.0.0.1:50051", help="HOST:PORT of the market server"

@@ -537,7 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    configure_logging(args)
+    try:
+        configure_logging(args)
+    except OSError as error:
+        parser.exit(1, f"marketplace-server: cannot open --log-file: {error}\n")
 
     stop_requested = threading.Event()
     received: list[int] = []
@@ -613,9 +616,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.port_file:
         temporary = f"{args.port_file}.tmp{os.getpid()}"
-        with open(temporary, "w", encoding="ascii") as file:
-            file.write(f"{port}\n")
-        os.replace(temporary, args.port_file)
+        try:
+            with open(temporary, "w", encoding="ascii") as file:
+                file.write(f"{port}\n")
+            os.replace(temporary, args.port_file)
+        except OSError as error:
+            log.error(
+                "cannot write --port-file %s: %s; stopping", args.port_file, error
+            )
+            server.stop(None).wait()
+            return 1
 
     log.info(
         "serving on %s, shelf capacity %d, %d workers, cart lease %g s",
