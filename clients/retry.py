@@ -41,7 +41,7 @@ class GaveUp(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a client waits after refusals and retries transport failures.
+    """Retry settings: the wait after a refusal, and back-off after transport failures.
 
     All times are in seconds.
     """

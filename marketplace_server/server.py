@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-name-length",
         type=int,
         default=core.MAX_NAME_LENGTH,
-        help="longest producer, consumer or product id, in characters",
+        help="maximum length of a producer, consumer or product id, in characters",
     )
     parser.add_argument(
         "--max-attributes",
@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-waiters",
         type=int,
-        help="most calls that wait at once (AddToCart with wait_ms, WatchSales); "
+        help="maximum number of calls that wait at once (AddToCart with wait_ms, "
+        "WatchSales); "
         "more get RESOURCE_EXHAUSTED; must be below --workers (default: half "
         "of --workers)",
     )
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-wait",
         type=float,
         default=10.0,
-        help="longest time, in seconds, that one AddToCart may wait for an item",
+        help="maximum time, in seconds, that one AddToCart may wait for an item",
     )
     parser.add_argument(
         "--data-dir",
