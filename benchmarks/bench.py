@@ -1144,8 +1144,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out-dir",
-        default=str(ROOT / "benchmarks"),
-        help="folder to write RESULTS.md and results.json into",
+        help="folder to write RESULTS.md and results.json into (default: "
+        "benchmarks/ for a full run, a new temporary folder with --smoke, so "
+        "that a smoke run never replaces the recorded results)",
     )
     return parser
 
@@ -1187,7 +1188,12 @@ def main(argv: list[str] | None = None) -> int:
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["targets"] = evaluate_targets(results)
 
-    out_dir = pathlib.Path(args.out_dir)
+    if args.out_dir is not None:
+        out_dir = pathlib.Path(args.out_dir)
+    elif args.smoke:
+        out_dir = pathlib.Path(tempfile.mkdtemp(prefix="marketplace-bench-smoke-"))
+    else:
+        out_dir = ROOT / "benchmarks"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.json", "w", encoding="utf-8") as file:
         json.dump(results, file, indent=1)

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--add-wait",
         type=float,
         help="seconds each consumer's add waits on the server for an item; 0 "
-        "makes consumers poll (default: the consumer's own default)",
+        "makes consumers poll (default: 2, the consumer's own default)",
     )
     parser.add_argument(
         "--stall-timeout",

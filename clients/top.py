@@ -15,7 +15,7 @@ from rich.text import Text
 from marketplace.v1 import marketplace_pb2 as pb
 from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 
-from . import common
+from . import common, security
 from .diagnosis import StallWatch, describe_stall, fetch_state
 
 # Rows shown per table; the rest are summarised in one line.
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for each reply"
     )
+    common.add_tls_arguments(parser)
     parser.add_argument(
         "--stall-after",
         type=float,
@@ -131,13 +132,22 @@ def render(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    common.check_server_address(parser, args.server)
+    common.check_tls_args(parser, args)
     if not args.interval > 0:
         parser.error(f"--interval {args.interval} must be above 0")
     if args.count < 0:
         parser.error(f"--count {args.count} is negative; give 0 or more")
 
     console = Console(stderr=False)
-    with grpc.insecure_channel(args.server) as channel:
+    try:
+        channel = common.open_channel(
+            args.server, common.ChannelSettings(common.tls_files(args))
+        )
+    except security.CredentialsError as error:
+        print(f"marketplace-top: {error}", file=sys.stderr)
+        return 1
+    with channel:
         stub = pb_grpc.MarketServiceStub(channel)
 
         watch = StallWatch(args.stall_after)

@@ -611,7 +611,12 @@ def main(argv: list[str] | None = None) -> int:
                 format_address(args.metrics_host, metrics_server.server_port),
             )
     except (OSError, RuntimeError) as error:
-        log.error("cannot start: %s", error)
+        log.error(
+            "cannot start: %s; if another program uses port %d, stop it or give "
+            "another --port",
+            error,
+            args.port,
+        )
         if journal is not None:
             journal.close()
         return 1

@@ -490,3 +490,19 @@ def _with_id(request, cart_id: str) -> dict:
     fields = {field.name: value for field, value in request.ListFields()}
     fields["cart_id"] = cart_id
     return fields
+
+
+def test_top_over_mutual_tls(pki, start_server):
+    server = start_server(*mutual_tls_flags(pki))
+    command = [
+        str(BIN / "marketplace-top"),
+        "--server",
+        server.address,
+        "--once",
+        *client_flags(pki, pki.clients),
+    ]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+    assert result.returncode == 0, result.stderr
+    assert f"market {server.address}" in result.stdout
