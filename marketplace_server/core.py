@@ -199,6 +199,9 @@ class _Shelf:
     blocked_product_id: str = ""
     # Queues of the WatchSales calls following this shelf's sales.
     sale_queues: list = field(default_factory=list)
+    # Who may use the shelf (the fingerprint of the client certificate that
+    # registered it), or None when anyone holding the id may.
+    owner: str | None = None
 
 
 @dataclass
@@ -355,10 +358,14 @@ class Market:
         self._items_ordered = 0
         self._items_published = 0
 
-    def register_producer(self, name: str, *, producer_id: str | None = None) -> str:
+    def register_producer(
+        self, name: str, *, producer_id: str | None = None, owner: str | None = None
+    ) -> str:
         """Create an empty shelf for producer `name` and return its secret id.
 
         `producer_id` forces the id, for replaying a journal; it must be new.
+        With an `owner`, calls on the shelf that give another owner get
+        NotFound, exactly as for an unknown id.
         """
         _check_name(name, "name", self.limits.max_name_length)
         producer_id = producer_id or secrets.token_hex(16)
@@ -370,15 +377,22 @@ class Market:
                     f"the market has its maximum of {self.limits.max_producers} "
                     "producers; the server's --max-producers sets it"
                 )
-            self._shelves[producer_id] = _Shelf(producer=name)
+            self._shelves[producer_id] = _Shelf(producer=name, owner=owner)
         return producer_id
 
-    def producer_name(self, producer_id: str) -> str:
+    def producer_name(self, producer_id: str, owner: str | None = None) -> str:
         """Return the public name of a producer, for logs."""
         with self._lock:
-            return self._shelf(producer_id).producer
+            return self._shelf(producer_id, owner).producer
 
-    def publish(self, producer_id: str, product: Product, quantity: int) -> PublishResult:
+    def publish(
+        self,
+        producer_id: str,
+        product: Product,
+        quantity: int,
+        *,
+        owner: str | None = None,
+    ) -> PublishResult:
         """Put up to `quantity` items of `product` on the producer's shelf.
 
         Publishes only while the shelf is below capacity. A product id seen
@@ -391,7 +405,7 @@ class Market:
         if self._products.get(product.product_id) is not product:
             check_product(product, self.limits)
         with self._lock:
-            shelf = self._shelf(producer_id)
+            shelf = self._shelf(producer_id, owner)
             known = self._products.get(product.product_id)
             if known is None:
                 if len(self._products) >= self.limits.max_products:
@@ -617,7 +631,14 @@ class Market:
                             sale_queue.put_nowait(sale)
         return Order(cart.label, cart.consumer, lines, total)
 
-    def withdraw(self, producer_id: str, product_id: str, quantity: int) -> PublishResult:
+    def withdraw(
+        self,
+        producer_id: str,
+        product_id: str,
+        quantity: int,
+        *,
+        owner: str | None = None,
+    ) -> PublishResult:
         """Take up to `quantity` items of a product off the producer's shelf.
 
         Returns the number taken (as `published`) and the shelf's new size.
@@ -625,7 +646,7 @@ class Market:
         _check_quantity(quantity, self.limits)
         _check_name(product_id, "product_id", self.limits.max_name_length)
         with self._lock:
-            shelf = self._shelf(producer_id)
+            shelf = self._shelf(producer_id, owner)
             on_shelf = shelf.items.get(product_id, 0)
             taken = min(on_shelf, quantity)
             if taken:
@@ -642,14 +663,16 @@ class Market:
                 self._moved()
             return PublishResult(published=taken, shelf_size=shelf.size)
 
-    def watch_sales(self, producer_id: str, sale_queue) -> Callable[[], None]:
+    def watch_sales(
+        self, producer_id: str, sale_queue, *, owner: str | None = None
+    ) -> Callable[[], None]:
         """Put every later sale of the producer's items into `sale_queue`.
 
         `sale_queue` needs a non-blocking `put_nowait`. Returns a function
         that stops the watch.
         """
         with self._lock:
-            shelf = self._shelf(producer_id)
+            shelf = self._shelf(producer_id, owner)
             shelf.sale_queues.append(sale_queue)
 
         def stop() -> None:
@@ -783,8 +806,10 @@ class Market:
 
     # The helpers below run with self._lock held.
 
-    def _shelf(self, producer_id: str) -> _Shelf:
+    def _shelf(self, producer_id: str, owner: str | None = None) -> _Shelf:
         shelf = self._shelves.get(producer_id)
+        if shelf is not None and owner is not None and shelf.owner != owner:
+            shelf = None
         if shelf is None:
             raise NotFound(
                 "producer_id is not registered in this market; "
@@ -899,7 +924,8 @@ class Market:
         """
         unknown = set(vars(self)) - self._EXPORTED - self._NOT_EXPORTED
         unknown |= {f.name for f in fields(_Shelf)} - {
-            "producer", "size", "items", "blocked_product_id", "sale_queues"
+            "producer", "size", "items", "blocked_product_id", "sale_queues",
+            "owner",
         }
         unknown |= {f.name for f in fields(_Cart)} - {
             "label", "consumer", "expires_at", "budget", "waiting_product_id",
@@ -924,6 +950,7 @@ class Market:
                         s.size,
                         [[k, n] for k, n in s.items.items()],
                         s.blocked_product_id,
+                        s.owner,
                     ]
                     for pid, s in self._shelves.items()
                 ],
@@ -972,8 +999,9 @@ class Market:
                 size=size,
                 items=dict(items),
                 blocked_product_id=blocked,
+                owner=owner,
             )
-            for pid, producer, size, items, blocked in state["shelves"]
+            for pid, producer, size, items, blocked, owner in state["shelves"]
         }
         holders = {pid: dict.fromkeys(h) for pid, h in state["holders"]}
         carts = {}

@@ -124,7 +124,7 @@ class MarketServicer:
         # `producer_id` forces the id when a journal is replayed.
         security.check_producer_name(security.peer_identity(context), request.name)
         producer_id = self.market.register_producer(
-            request.name, producer_id=producer_id
+            request.name, producer_id=producer_id, owner=_owner(context)
         )
         log.info("producer %s registered", request.name)
         return pb.RegisterProducerResponse(
@@ -137,7 +137,9 @@ class MarketServicer:
                 "product is not set; give the product to publish"
             )
         product = self._product(request.product)
-        result = self.market.publish(request.producer_id, product, request.quantity)
+        result = self.market.publish(
+            request.producer_id, product, request.quantity, owner=_owner(context)
+        )
         if result.published < request.quantity and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "shelf of %s full: published %d of %d %s",
@@ -288,7 +290,10 @@ class MarketServicer:
 
     def Withdraw(self, request: pb.WithdrawRequest, context):
         result = self.market.withdraw(
-            request.producer_id, request.product_id, request.quantity
+            request.producer_id,
+            request.product_id,
+            request.quantity,
+            owner=_owner(context),
         )
         log.info(
             "producer %s withdrew %d of %d %s",
@@ -304,7 +309,9 @@ class MarketServicer:
     def WatchSales(self, request: pb.WatchSalesRequest, context):
         with self._waiter_slot("WatchSales"):
             sales: queue.SimpleQueue[core.Sale] = queue.SimpleQueue()
-            stop = self.market.watch_sales(request.producer_id, sales)
+            stop = self.market.watch_sales(
+                request.producer_id, sales, owner=_owner(context)
+            )
             name = self.market.producer_name(request.producer_id)
             log.info("producer %s follows its sales", name)
             try:

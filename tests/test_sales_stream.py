@@ -40,8 +40,8 @@ class FollowedMarket(core.Market):
         super().__init__(capacity)
         self.follows = threading.Semaphore(0)
 
-    def watch_sales(self, producer_id, sale_queue):
-        stop = super().watch_sales(producer_id, sale_queue)
+    def watch_sales(self, producer_id, sale_queue, **options):
+        stop = super().watch_sales(producer_id, sale_queue, **options)
         self.follows.release()
         return stop
 

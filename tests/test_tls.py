@@ -506,3 +506,34 @@ def test_top_over_mutual_tls(pki, start_server):
 
     assert result.returncode == 0, result.stderr
     assert f"market {server.address}" in result.stdout
+
+
+def test_shelf_of_other_certificate_is_not_found(pki, tls_market):
+    farm = tls_market(pki.farm)
+    producer_id = farm.RegisterProducer(
+        pb.RegisterProducerRequest(name="farm-a"), timeout=CALL_TIMEOUT
+    ).producer_id
+    product = pb.Product(product_id="tea", kind="Tea", name="Linden")
+    intruder = tls_market(pki.bob)
+
+    publish = call_error(
+        intruder.Publish,
+        pb.PublishRequest(producer_id=producer_id, product=product, quantity=1),
+    )
+    withdraw = call_error(
+        intruder.Withdraw,
+        pb.WithdrawRequest(producer_id=producer_id, product_id="tea", quantity=1),
+    )
+    unknown = call_error(
+        intruder.Publish,
+        pb.PublishRequest(producer_id="0" * 32, product=product, quantity=1),
+    )
+
+    assert publish.code() == grpc.StatusCode.NOT_FOUND
+    assert withdraw.code() == grpc.StatusCode.NOT_FOUND
+    assert publish.details() == unknown.details()
+    published = farm.Publish(
+        pb.PublishRequest(producer_id=producer_id, product=product, quantity=1),
+        timeout=CALL_TIMEOUT,
+    )
+    assert published.published == 1
