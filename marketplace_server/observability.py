@@ -28,23 +28,12 @@ class CallObserver(grpc.ServerInterceptor):
 
     def __init__(self, metrics: "MarketMetrics | None" = None) -> None:
         self.metrics = metrics
-        # Wrapped handlers by method path, built once per method rather than
-        # on every call; the services' handlers do not change once started.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(self, continuation, handler_call_details):
-        path = handler_call_details.method
-        wrapped = self._wrapped.get(path)
-        if wrapped is not None:
-            return wrapped
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        wrapped = self._wrap(handler, path.rsplit("/", 1)[-1])
-        self._wrapped[path] = wrapped
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method.rsplit("/", 1)[-1]
         inner = handler.unary_unary
 
         def observed(request, context: grpc.ServicerContext):
