@@ -166,7 +166,14 @@ class BenchError(Exception):
 def _python_env() -> dict[str, str]:
     # The repository root first, so that `-m benchmarks.*` imports this copy.
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
+    # Servers and clients get SIGTERM when this driver dies, even by SIGKILL
+    # (see stop_with_parent in marketplace_server.server).
+    return dict(
+        os.environ,
+        PYTHONPATH=path,
+        PYTHONUNBUFFERED="1",
+        MARKETPLACE_PARENT_PID=str(os.getpid()),
+    )
 
 
 def _stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:

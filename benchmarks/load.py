@@ -46,6 +46,7 @@ import grpc
 
 from marketplace.v1 import marketplace_pb2 as pb
 from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
+from marketplace_server.server import stop_with_parent
 
 from .server import NOOP_METHOD
 
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_with_parent()
     args = build_parser().parse_args(argv)
     with open(args.plan, encoding="utf-8") as file:
         specs = json.load(file)["targets"]

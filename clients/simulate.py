@@ -404,6 +404,7 @@ def _reap(processes: list[subprocess.Popen], timeout: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    common.stop_with_parent()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.clients_per_process != "auto" and not (
