@@ -378,6 +378,11 @@ def _key_path(key: str) -> str:
     return f"[{json.dumps(key, ensure_ascii=False)}]"
 
 
+def money_nanos(money: pb.Money) -> int:
+    """Return an amount in billionths of a unit, for exact sums and comparisons."""
+    return money.units * 1_000_000_000 + money.nanos
+
+
 def items_over_budget(
     budget: pb.Money, products: dict[str, pb.Product], contents: dict[str, int]
 ) -> list[tuple[str, int]]:
@@ -387,21 +392,18 @@ def items_over_budget(
     first, and no more of them than needed.
     """
 
-    def nanos(money: pb.Money) -> int:
-        return money.units * 1_000_000_000 + money.nanos
-
-    limit = nanos(budget)
-    total = sum(nanos(products[pid].price) * n for pid, n in contents.items())
+    limit = money_nanos(budget)
+    total = sum(money_nanos(products[pid].price) * n for pid, n in contents.items())
     by_price = sorted(
         (pid for pid, count in contents.items() if count > 0),
-        key=lambda pid: nanos(products[pid].price),
+        key=lambda pid: money_nanos(products[pid].price),
         reverse=True,
     )
     drops = []
     for product_id in by_price:
         if total <= limit:
             break
-        price = nanos(products[product_id].price)
+        price = money_nanos(products[product_id].price)
         count = 0
         while count < contents[product_id] and total > limit:
             count += 1

@@ -20,7 +20,7 @@ from marketplace.v1 import marketplace_pb2_grpc as pb_grpc
 
 from . import common
 from .diagnosis import StallWatch, describe_stall, fetch_state, is_unavailable
-from .scenario import render_product
+from .scenario import money_nanos, render_product
 
 EXIT_INTERRUPTED = 130
 EXIT_STALLED = 4
@@ -72,10 +72,6 @@ class Output:
         stream.close()
 
 
-def _nanos(money) -> int:
-    return money.units * 1_000_000_000 + money.nanos
-
-
 def _format_nanos(amount: int) -> str:
     units, nanos = divmod(amount, 1_000_000_000)
     return str(units) if nanos == 0 else f"{units}.{nanos:09d}".rstrip("0")
@@ -88,7 +84,7 @@ def budget_summary(scenario, spent: dict[str, int]) -> list[str]:
     lines = []
     for spec in scenario.consumers:
         budget = (
-            f"budget {_format_nanos(_nanos(spec.budget))} per order"
+            f"budget {_format_nanos(money_nanos(spec.budget))} per order"
             if spec.budget is not None
             else "no budget"
         )
@@ -205,7 +201,7 @@ class Run:
         self.producers: list[Child] = []
         self.consumers: list[Child] = []
         self.output = Output(
-            {render_product(p): _nanos(p.price) for p in scenario.products.values()}
+            {render_product(p): money_nanos(p.price) for p in scenario.products.values()}
         )
         self.stall: list[str] = []
         self.address: str | None = None
