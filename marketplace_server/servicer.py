@@ -206,7 +206,7 @@ class MarketServicer:
         result = self.market.remove_from_cart(
             request.cart_id, request.product_id, request.quantity, owner=_owner(context)
         )
-        if result.missing:
+        if result.missing and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "cart %s: %d of %d %s to remove were not in the cart",
                 self.market.cart_label(request.cart_id),
