@@ -65,7 +65,7 @@ def run_producer(stub, scenario, name, time_scale, retry_deadline, stop) -> None
         try:
             published = call(stub.Publish, request, policy, stop, what=what).published
         except grpc.RpcError as error:
-            # A server restarted without --data-dir no longer knows the producer.
+            # A server restarted without --data-dir has no record of the producer.
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise
             if reregistrations >= MAX_REREGISTRATIONS:

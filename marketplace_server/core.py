@@ -328,7 +328,7 @@ class Market:
         # Notified whenever items land on a shelf; AddToCart calls that wait
         # for a product wait on it.
         self._product_available = threading.Condition(self._lock)
-        # Set when the server stops, so that waiting adds answer at once.
+        # Set when the server stops, so that waiting adds return at once.
         self._stopping = False
         self._products: dict[str, Product] = {}
         # Product ids in the order they were first published, for paging.
@@ -400,7 +400,7 @@ class Market:
         equal data, or InvalidArgument is raised.
         """
         _check_quantity(quantity, self.limits)
-        # A product object the market already holds was checked when it
+        # A product object the market already stores was checked when it
         # was first published.
         if self._products.get(product.product_id) is not product:
             check_product(product, self.limits)
@@ -919,7 +919,7 @@ class Market:
         """Return the whole state, taken at one instant, as plain JSON data.
 
         Ids, orders of insertion and lease deadlines (in the market's clock)
-        are kept, so that `import_state` gives a market that answers every
+        are kept, so that `import_state` gives a market that replies to every
         later call exactly as this one would. WatchSales queues are not kept.
         """
         unknown = set(vars(self)) - self._EXPORTED - self._NOT_EXPORTED

@@ -35,8 +35,8 @@ Time: the market's clock is the wall clock (seconds since the epoch), so
 lease deadlines are stored as wall-clock deadlines and the remaining lease
 carries over a restart. Time runs on while the server is down, so a cart
 whose deadline passed meanwhile expires at start. The clock that the market
-sees never goes back: after the system clock steps back, lease time stands
-still until the system clock catches up.
+sees never goes back: after the system clock steps back, lease time does not
+advance until the system clock catches up.
 
 AddToCart with wait_ms: a waiting call must not hold the order lock, or no
 publish could reach it. It is journaled as a series of AddToCart attempts

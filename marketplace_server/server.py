@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         help="keep the market in an SQLite database in this folder, created if "
-        "needed: every answered call survives a crash or restart, and the "
+        "needed: every call that got a reply survives a crash or restart, and the "
         "market is loaded from it at start (default: memory only, lost on stop)",
     )
     parser.add_argument(
@@ -372,7 +372,7 @@ def create_server(
 
     With `credentials` (see security.server_credentials) it serves TLS,
     otherwise plaintext. With a `journal` (see persistence.Journal), every
-    mutating call is answered only once it is recorded on disk.
+    mutating call gets its reply only once it is recorded on disk.
 
     Besides the market it serves grpc.health.v1.Health (SERVING once
     started) and server reflection, and logs every call at DEBUG. At most

@@ -383,7 +383,7 @@ class MarketServicer:
     def _waiter_slot(self, what: str):
         if not self._waiter_slots.acquire(blocking=False):
             raise core.ResourceExhausted(
-                f"the server already holds its maximum of {self.max_waiters} "
+                f"the server already has its maximum of {self.max_waiters} "
                 f"waiting calls, so this {what} cannot wait; retry with back-off"
             )
         try:
@@ -634,7 +634,7 @@ def add_market_service(
     message gets INVALID_ARGUMENT rather than the library's INTERNAL. At most
     `max_waiters` calls wait at once (AddToCart with wait_ms, WatchSales),
     each AddToCart for at most `max_wait` seconds. With a `journal`, every
-    mutating call is recorded in it and answered once it is on disk.
+    mutating call is recorded in it and gets its reply once it is on disk.
     """
     servicer = MarketServicer(market, max_waiters, max_wait)
     limiter = _WarningLimiter()

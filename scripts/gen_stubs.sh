@@ -166,7 +166,7 @@ case "$lang" in
     # classes. The script exits 1 instead and writes nothing, because a user
     # who requests stubs expects the MarketService client: a run that exits
     # 0 with half the code would only fail later, at compile time, far from
-    # the cause. The error message tells how to get the message classes
+    # the cause. The error message shows how to get the message classes
     # alone.
     if [[ "$lang" == java ]]; then
       # Upstream calls the plugin protoc-gen-grpc-java; Debian ships it as

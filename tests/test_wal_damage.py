@@ -16,7 +16,7 @@ import grpc
 
 
 def fill_data_dir(start_server, data_dir) -> None:
-    """Answer some calls on a durable server, then SIGKILL it so the WAL stays."""
+    """Make some calls to a durable server, then SIGKILL it so the WAL stays."""
     server = start_server("--data-dir", str(data_dir))
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.MarketServiceStub(channel)
